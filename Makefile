@@ -1,0 +1,39 @@
+# Two commands do everything: `make run` and `make test`. Both create .venv when it is missing
+# and re-install only when pyproject.toml changed (the stamp files below).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned in pyproject.toml and installed in the same pip command as the project,
+# so pip never resolves torch on its own (which would fetch a multi-GB CUDA build).
+TORCH := torch==2.13.0
+
+.PHONY: run test test-fast bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH)" -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH)" -e ".[test]"
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/rcnas run --out runs/default
+
+# pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+test-fast: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: $(VENV)/.installed-test
+	$(BIN)/rcnas bench all --out bench/results
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,63 @@
+"""Atomic file output and safe loading: a killed command never leaves a half-written file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rcnas.errors import BadInput
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_path)` then rename the temporary file over `path` (same directory, atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def write_yaml(path: str | Path, obj: Any) -> Path:
+    return write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read YAML with the safe loader; a missing or malformed file is a `BadInput`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise BadInput(f"{path} is not valid YAML{where}: fix the syntax") from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path} is not valid JSON (line {e.lineno}); delete it or restore it") from None
