@@ -1,0 +1,252 @@
+"""The Python API: one function per CLI command, same names and arguments.
+
+    import rcnas.api as rc
+    res = rc.search(rc.Task("digits", "pgd", "wrn-28-2", "0.5x"), searcher="rcnas", out="runs/s1")
+    rc.train(res.best.arch, "digits", out="runs/s1/model", epochs=20)
+    card = rc.evaluate("runs/s1/model", "digits")
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rcnas.config import save_yaml, to_dict
+from rcnas.cost import Cost, arch_cost
+from rcnas.errors import BadInput
+from rcnas.io import write_json, write_text, write_yaml
+from rcnas.search.evaluator import EVALUATORS, Evaluator, ProxyConfig, TrainEvaluator
+from rcnas.space.arch import Arch
+from rcnas.tasks import Buffers, Task, resolve
+
+PRETRAINED = Path(__file__).parent / "assets" / "agent-digits"
+
+
+def cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classes: int = 10) -> Cost:
+    """Exact MACs (one image) and parameters."""
+    for name, v in (("input size", input_size), ("channels", in_channels), ("classes", num_classes)):
+        if v < 1:
+            raise BadInput(f"{name} must be >= 1, got {v}")
+    return arch_cost(arch, input_size, in_channels, num_classes)
+
+
+def train_teacher(dataset: str = "digits", teacher: str | None = None, *, epochs: int | None = None,
+                  data_dir: str | None = None, seed: int = 0, cache: str | Path | None = None,
+                  device: str = "auto", progress: bool = True):
+    """The standard (non-robust) teacher, trained once and cached."""
+    from rcnas.models import default_teacher
+    from rcnas.teacher import get_teacher
+    return get_teacher(dataset, teacher or default_teacher(dataset), data_dir=data_dir, epochs=epochs,
+                       seed=seed, cache=Path(cache) if cache else None, device=device, progress=progress)
+
+
+def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str = "trades",
+          epochs: int = 20, eps: float | None = None, seed: int = 0, data_dir: str | None = None,
+          device: str = "auto", progress: bool = True, init=None, train_samples: int | None = None,
+          **overrides: Any):
+    """Final adversarial training of `arch` (resumable: rerun to continue). Writes a model dir.
+
+    `init` may be a model to start from (e.g. inherited from the teacher); default: from scratch.
+    """
+    from rcnas.artifacts import save_model_dir
+    from rcnas.data import load_dataset
+    from rcnas.models import build_model
+    from rcnas.seeding import seed_everything
+    from rcnas.train import TrainConfig, fit
+    out = Path(out)
+    splits = load_dataset(dataset, data_dir)
+    info = splits.info
+    cfg = TrainConfig(recipe=recipe, epochs=epochs, eps=eps, seed=seed, device=device, **overrides)
+    seed_everything(seed)
+    model = init if init is not None else build_model(arch, info.num_classes, info.channels, info.mean, info.std)
+    train_split = splits.train if train_samples is None else splits.train.subset(train_samples, seed=seed)
+    result = fit(model, train_split, splits.val, cfg, info=info, out_dir=out / "checkpoints", progress=progress)
+    save_model_dir(model.cpu(), out, dataset=dataset, training=to_dict(cfg) | {
+        "best_epoch": result.best_epoch, "val_clean": result.val_clean, "val_robust": result.val_robust,
+        "guard_tripped": result.guard_tripped, "seconds": result.seconds, "train_samples": len(train_split)})
+    write_json(out / "history.json", result.history)
+    return model, result
+
+
+def evaluate(model_dir: str | Path, dataset: str | None = None, *, attacks: tuple[str, ...] = (
+        "clean", "pgd20", "cw40", "aa"), eps: float | None = None, seed: int = 0, data_dir: str | None = None,
+        device: str = "auto", samples: int | None = None, progress: bool = True, name: str | None = None):
+    """Robust evaluation on the test split; writes card.json and card.md into the model dir."""
+    from rcnas.artifacts import load_model_dir
+    from rcnas.data import load_dataset
+    from rcnas.device import resolve_device
+    from rcnas.evaluate import ModelCard, evaluate_robustness, measure_latency
+    model_dir = Path(model_dir)
+    model, meta = load_model_dir(model_dir)
+    dataset = dataset or meta.get("dataset", "digits")
+    splits = load_dataset(dataset, data_dir)
+    info = splits.info
+    if (info.num_classes, info.channels) != (model.num_classes, model.in_channels):
+        raise BadInput(f"{model_dir} was trained for {model.num_classes} classes x {model.in_channels} channels, "
+                       f"but {dataset} has {info.num_classes} x {info.channels}; pass the right --dataset")
+    test = splits.test if samples is None else splits.test.subset(min(samples, len(splits.test)), seed=0)
+    eps = eps if eps is not None else info.default_eps
+    dev = resolve_device(device)
+    result = evaluate_robustness(model, test.x, test.y, attacks=attacks, eps=eps, seed=seed, device=dev,
+                                 progress=progress, state_dir=model_dir / "eval-state" / f"{dataset}-eps{eps:g}-n{len(test)}")
+    c = arch_cost(model.arch, info.input_size, info.channels, info.num_classes)
+    latency = measure_latency(model, (info.channels, info.input_size, info.input_size))
+    card = ModelCard.from_result(result, name=name or model_dir.name, dataset=dataset, arch=model.arch,
+                                 eps=eps, params=c.params, macs=c.macs, training=meta.get("training", {}),
+                                 data_split="test" if samples is None else f"test[{len(test)}]",
+                                 latency_ms_cpu=latency * 1000)
+    card.to_json(model_dir / "card.json")
+    write_text(model_dir / "card.md", card.to_markdown())
+    return card
+
+
+# --- search ----------------------------------------------------------------------------------
+def make_evaluator(name: str = "train", proxy: ProxyConfig | None = None, data_dir: str | None = None,
+                   device: str = "cpu") -> Evaluator:
+    if name == "train":
+        return TrainEvaluator(proxy, data_dir, device)
+    import rcnas.testing  # noqa: F401  (registers the toy evaluator)
+    import rcnas.search.table  # noqa: F401  (registers the tabular evaluator)
+    return EVALUATORS.create(name)
+
+
+def load_agent(agent: str | Path | None, seed: int = 0):
+    """`pretrained` (shipped, meta-trained on digits task settings), `scratch`, or an agent directory."""
+    from rcnas.agent.agent import Agent
+    if agent in (None, "scratch"):
+        return Agent(seed=seed), {"agent": "scratch"}
+    path = PRETRAINED if agent == "pretrained" else Path(agent)
+    if agent == "pretrained" and not (path / "agent.json").is_file():
+        raise BadInput("no pretrained agent ships with this install; use --agent scratch or meta-train one")
+    loaded, meta = Agent.load(path)
+    return loaded, {"agent": str(agent), "meta_updates": loaded.updates}
+
+
+def _make_executor(name: str, **kwargs):
+    from rcnas.search.driver import LocalExecutor
+    if name == "local":
+        return LocalExecutor()
+    if name == "ray":
+        from rcnas.search.ray_executor import RayExecutor
+        return RayExecutor(**kwargs)
+    raise BadInput(f"unknown executor {name!r}; known: local, ray")
+
+
+def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "pretrained",
+           evaluations: int = 20, evaluator: str = "train", proxy: ProxyConfig | None = None,
+           executor: str = "local", ray_address: str | None = None, store: str | Path | None = None,
+           seed: int = 0, out: str | Path | None = None, reward: str = "budget",
+           data_dir: str | None = None, device: str = "cpu", progress: bool = True):
+    """Find the best sub-network for one task setting; with `out`, write arch.yaml and the search log."""
+    from rcnas.search.driver import SearchContext, run_search
+    from rcnas.search.searchers import SEARCHERS
+    from rcnas.search.space import SearchSpace
+    from rcnas.search.store import Store
+    resolved = resolve(task, data_dir)
+    SEARCHERS.get(searcher)
+    out = Path(out) if out is not None else None
+    store_path = Path(store) if store else (out / "store.sqlite" if out else ":memory:")
+    ev = make_evaluator(evaluator, proxy, data_dir, device)
+    ctx = SearchContext(resolved, SearchSpace.for_task(resolved), ev, Store(store_path), seed=seed,
+                        reward_name=reward, executor=_make_executor(executor, address=ray_address)
+                        if executor == "ray" else _make_executor(executor))
+    extra: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {}
+    if searcher == "rcnas":
+        kwargs["agent"], extra = load_agent(agent, seed)
+    s = SEARCHERS.get(searcher)(ctx, seed=seed, **kwargs)
+    log = []
+    t0 = time.time()
+    trials_path = out / "trials.jsonl" if out else None
+
+    def on_trial(trial) -> None:
+        row = {"trial": trial.index, "arch": trial.arch.to_dict(), "macs": trial.record.macs,
+               "reward": trial.reward, "metrics": trial.record.metrics, "status": trial.record.status,
+               "seconds": trial.record.seconds}
+        log.append(row)
+        if trials_path is not None:
+            write_text(trials_path, "".join(json.dumps(r) + "\n" for r in log))
+
+    result = run_search(s, evaluations, progress=progress, on_trial=on_trial)
+    summary = result.summary() | {"task": to_dict(task), "teacher": resolved.teacher, "searcher": searcher,
+                                  "evaluator": evaluator, "seed": seed, "reward_name": reward,
+                                  "eps": resolved.eps, "seconds": time.time() - t0, **extra}
+    if out is not None:
+        best = result.best.arch
+        write_yaml(out / "arch.yaml", best.to_dict() | best.to_robustresnet(resolved.num_classes))
+        save_yaml(task, out / "task.yaml")
+        write_json(out / "search.json", summary)
+        if searcher == "rcnas":
+            s.agent.save(out / "agent", extra={"fine_tuned_on": to_dict(task)})
+            write_json(out / "agent_history.json", s.history)
+        try:
+            from rcnas.report.plots import plot_reward_curve
+            plot_reward_curve(log, out / "reward_curve.png", title=f"{searcher} on {task.dataset}")
+        except ImportError:
+            pass
+    result.summary_dict = summary  # type: ignore[attr-defined]
+    return result
+
+
+def meta_train(buffers: Buffers, out: str | Path, *, episodes: int = 200, seed: int = 0,
+               evaluator: str = "train", proxy: ProxyConfig | None = None, agent_cfg=None,
+               store: str | Path | None = None, reward: str = "budget", data_dir: str | None = None,
+               device: str = "cpu", progress: bool = True):
+    """Policy gradient over task settings sampled from `buffers` (never a held-out one).
+
+    Checkpoints after every update; rerunning the same command resumes from the last one and ends
+    with the same agent as an uninterrupted run (every update's task and samples derive from
+    (seed, update index); evaluations come back from the store).
+    """
+    from tqdm.auto import tqdm
+
+    from rcnas.agent.agent import Agent, AgentConfig
+    from rcnas.data import dataset_info
+    from rcnas.search.driver import SearchContext
+    from rcnas.search.space import SearchSpace
+    from rcnas.search.store import Store
+    out = Path(out)
+    cfg = agent_cfg or AgentConfig()
+    ev = make_evaluator(evaluator, proxy, data_dir, device)
+    settings = {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator,
+                "proxy": ev.proxy_key, "reward": reward, "agent_config": to_dict(cfg)}
+    updates_total = max(1, episodes // cfg.episodes_per_update)
+    if (out / "agent.json").is_file():
+        agent, meta = Agent.load(out)
+        if meta.get("settings") != settings:
+            raise BadInput(f"{out} holds an agent meta-trained with other settings; use a new --out or delete it")
+        history = meta.get("history", [])
+    else:
+        agent, history = Agent(cfg, seed=seed), []
+    st = Store(Path(store) if store else out / "store.sqlite")
+    default_eps = {d: dataset_info(d, data_dir).default_eps for d in buffers.datasets}
+    bar = tqdm(range(agent.updates, updates_total), initial=agent.updates, total=updates_total,
+               desc="meta-train", disable=not progress)
+    for update in bar:
+        rng = random.Random(seed * 1_000_003 + update)
+        task = buffers.sample(rng, default_eps)
+        resolved = resolve(task, data_dir)
+        ctx = SearchContext(resolved, SearchSpace.for_task(resolved), ev, st, seed=seed, reward_name=reward)
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + update)
+        eps_ = [agent.sample_episode(ctx, gen) for _ in range(cfg.episodes_per_update)]
+        records = ctx.evaluate_many([e.arch for e in eps_])
+        rewards = [ctx.reward(r) for r in records]
+        stats = agent.update(eps_, rewards, task.key())
+        history.append({"update": update + 1, "task": to_dict(task), "new_evaluations": ctx.new_evaluations,
+                        "best_reward": max(rewards), **stats})
+        agent.save(out, extra={"settings": settings, "history": history})
+        bar.set_postfix(reward=f"{stats['charts/reward']:.3f}", task=f"{task.attack}/{task.teacher}/{task.budget}")
+    return agent
+
+
+def default_task(dataset: str = "digits") -> Task:
+    """The task `rcnas run` solves: PGD objective, the dataset's default teacher, half its MACs."""
+    return Task(dataset, "pgd", None, "0.5x")
+
+
+__all__ = ["Task", "Buffers", "Arch", "ProxyConfig", "cost", "train_teacher", "train", "evaluate",
+           "search", "meta_train", "load_agent", "default_task"]

@@ -1,0 +1,328 @@
+"""`rcnas` command line: thin commands over `rcnas.api` (contract: shared/cli.md).
+
+Bad input prints one line and exits 2; a failure while running exits 1; `--json` prints one JSON
+object on stdout while progress and logs go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rcnas import __version__
+from rcnas.errors import BadInput, RunFailure
+
+
+def _arch_from_args(args: argparse.Namespace):
+    from rcnas.io import read_yaml
+    from rcnas.models import teacher_arch
+    from rcnas.space.arch import Arch
+    if getattr(args, "arch", None):
+        return Arch.from_dict(read_yaml(args.arch))
+    if getattr(args, "teacher", None):
+        return teacher_arch(args.teacher)
+    if getattr(args, "depths", None) and getattr(args, "widths", None):
+        return Arch.from_widths(args.depths, args.widths, args.blocks or ["basic"] * 3)
+    raise BadInput("give an architecture: --teacher NAME, --arch FILE.yaml, or --depths D1 D2 D3 --widths W1 W2 W3")
+
+
+def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(obj))
+    else:
+        print(text)
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    from rcnas.api import cost
+    from rcnas.cost import format_macs
+    arch = _arch_from_args(args)
+    c = cost(arch, args.input_size, args.channels, args.classes)
+    _emit(args, {"macs": c.macs, "params": c.params, "arch": arch.to_dict()},
+          f"{arch}\nMACs {c.macs} ({format_macs(c.macs)}), params {c.params} ({c.params / 1e6:.3f}M) "
+          f"at {args.input_size}x{args.input_size}x{args.channels}, {args.classes} classes")
+
+
+def cmd_teacher_list(args: argparse.Namespace) -> None:
+    from rcnas.cost import arch_cost, format_macs
+    from rcnas.data import dataset_info
+    from rcnas.models import DEFAULT_TEACHER, TEACHERS
+    info = dataset_info(args.dataset, args.data_dir)
+    rows = []
+    for name in TEACHERS.names():
+        c = arch_cost(TEACHERS.get(name), info.input_size, info.channels, info.num_classes)
+        rows.append({"name": name, "macs": c.macs, "params": c.params,
+                     "default": DEFAULT_TEACHER.get(args.dataset) == name})
+    _emit(args, {"dataset": args.dataset, "teachers": rows}, "\n".join(
+        f"{r['name']:<10} {format_macs(r['macs']):>7} MACs {r['params'] / 1e6:8.2f}M params"
+        f"{'  (default)' if r['default'] else ''}" for r in rows))
+
+
+def cmd_teacher_train(args: argparse.Namespace) -> None:
+    from rcnas.api import train_teacher
+    from rcnas.data import load_dataset
+    from rcnas.train import accuracy
+    model = train_teacher(args.dataset, args.teacher, epochs=args.epochs, data_dir=args.data_dir,
+                          seed=args.seed, cache=args.out, device=args.device)
+    test = load_dataset(args.dataset, args.data_dir).test
+    acc = accuracy(model, test)
+    _emit(args, {"dataset": args.dataset, "teacher": model.arch.to_dict(), "test_acc": acc},
+          f"teacher {args.teacher or 'default'} on {args.dataset}: clean test accuracy {acc:.4f}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from rcnas.api import train
+    arch = _arch_from_args(args)
+    _, result = train(arch, args.dataset, out=args.out, recipe=args.recipe, epochs=args.epochs, eps=args.eps,
+                      seed=args.seed, data_dir=args.data_dir, device=args.device,
+                      train_samples=args.train_samples, bf16=args.bf16, channels_last=args.channels_last)
+    _emit(args, {"out": str(args.out), "best_epoch": result.best_epoch, "val_clean": result.val_clean,
+                 "val_robust": result.val_robust, "guard_tripped": result.guard_tripped},
+          f"trained {arch} -> {args.out} (best epoch {result.best_epoch}: val clean {result.val_clean:.4f}, "
+          f"val robust {result.val_robust:.4f})")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from rcnas.api import evaluate
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    card = evaluate(args.model_dir, args.dataset, attacks=attacks, eps=args.eps, seed=args.seed,
+                    data_dir=args.data_dir, device=args.device, samples=args.samples)
+    obj = {"clean": card.clean_acc, "pgd20": card.pgd20_acc, "cw40": card.cw40_acc, "aa": card.aa_acc,
+           "aa_only": card.aa_only_acc, "macs": card.macs, "params": card.params,
+           "latency_ms_cpu": card.latency_ms_cpu, "lipschitz": card.lipschitz, "n": card.n_eval,
+           "eps": card.eps, "warnings": list(card.warnings)}
+    _emit(args, obj, card.to_markdown())
+
+
+def _task_from_args(args: argparse.Namespace):
+    from rcnas.config import load_yaml
+    from rcnas.tasks import Task
+    if args.task:
+        return load_yaml(Task, args.task)
+    if not args.dataset:
+        raise BadInput("give a task: --task FILE.yaml, or --dataset NAME [--attack --teacher --budget]")
+    return Task(args.dataset, args.attack, args.teacher, args.budget, args.eps)
+
+
+def _proxy_from_args(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from rcnas.config import load_yaml
+    from rcnas.search.evaluator import ProxyConfig
+    proxy = load_yaml(ProxyConfig, args.proxy) if args.proxy else ProxyConfig()
+    changes = {k: v for k, v in (("epochs", args.proxy_epochs), ("train_samples", args.proxy_train_samples))
+               if v is not None}
+    return replace(proxy, **changes)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from rcnas.api import search
+    from rcnas.cost import format_macs
+    task = _task_from_args(args)
+    res = search(task, searcher=args.searcher, agent=args.agent, evaluations=args.evaluations,
+                 evaluator=args.evaluator, proxy=_proxy_from_args(args), executor=args.executor,
+                 ray_address=args.ray_address, store=args.store, seed=args.seed, out=args.out,
+                 reward=args.reward, data_dir=args.data_dir, device=args.device)
+    s = res.summary_dict
+    _emit(args, s, f"best of {s['evaluations']} evaluations ({s['new_evaluations']} new): {res.best.arch}\n"
+                   f"MACs {format_macs(s['macs'])} of budget {format_macs(s['budget_macs'])} "
+                   f"(teacher {format_macs(s['teacher_macs'])}), reward {s['reward']:.4f}, "
+                   f"validation metrics {json.dumps({k: round(v, 4) for k, v in s['metrics'].items()})}\n"
+                   f"wrote {args.out}/arch.yaml")
+
+
+def cmd_meta_train(args: argparse.Namespace) -> None:
+    from rcnas.agent.agent import AgentConfig
+    from rcnas.api import meta_train
+    from rcnas.config import from_dict, load_yaml
+    from rcnas.io import read_yaml
+    from rcnas.tasks import Buffers
+    raw = read_yaml(args.buffers) or {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"{args.buffers}: expected a mapping with datasets, attacks, teachers, budgets")
+    agent_cfg = from_dict(AgentConfig, raw.pop("agent", {}) or {}, where=f"{args.buffers}.agent")
+    buffers = from_dict(Buffers, raw, where=str(args.buffers))
+    del load_yaml
+    agent = meta_train(buffers, args.out, episodes=args.episodes, seed=args.seed, evaluator=args.evaluator,
+                       proxy=_proxy_from_args(args), agent_cfg=agent_cfg, store=args.store,
+                       reward=args.reward, data_dir=args.data_dir, device=args.device)
+    _emit(args, {"out": str(args.out), "updates": agent.updates},
+          f"meta-trained agent: {agent.updates} updates -> {args.out}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from rcnas.pipeline import RunConfig, run_pipeline
+    cfg = RunConfig(dataset=args.dataset, seed=args.seed, final_epochs=args.epochs, evaluations=args.evaluations,
+                    eval_samples=args.eval_samples)
+    summary = run_pipeline(cfg, out=args.out, data_dir=args.data_dir)
+    _emit(args, summary, f"report: {Path(args.out) / 'report.md'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from rcnas.report import write_report
+    path = write_report(args.run_dir)
+    print(f"wrote {path}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from rcnas.bench import run_bench
+    path = run_bench(args.which, out=args.out, seeds=args.seeds, quick=args.quick)
+    print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rcnas", description="Reinforced Compressive NAS: the most robust "
+                                "sub-network of a teacher within a MACs budget.")
+    p.add_argument("--version", action="version", version=f"rcnas {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, json_flag: bool = True) -> None:
+        sp.add_argument("--data-dir", help="where local datasets live (else $RCNAS_DATA)")
+        sp.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    def arch_args(sp: argparse.ArgumentParser, teacher: bool = True) -> None:
+        if teacher:
+            sp.add_argument("--teacher", help="a named teacher (rcnas teacher list)")
+        sp.add_argument("--arch", help="architecture YAML (rcnas's own or a RobustResNet config)")
+        sp.add_argument("--depths", type=int, nargs=3, metavar="D")
+        sp.add_argument("--widths", type=float, nargs=3, metavar="W")
+        sp.add_argument("--blocks", nargs=3, metavar="B", help="basic or robust per stage")
+
+    sp = sub.add_parser("cost", help="exact MACs and parameters of an architecture")
+    arch_args(sp)
+    sp.add_argument("--input-size", type=int, default=32)
+    sp.add_argument("--channels", type=int, default=3)
+    sp.add_argument("--classes", type=int, default=10)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_cost)
+
+    tp = sub.add_parser("teacher", help="list or train the standard (non-robust) teachers")
+    tsub = tp.add_subparsers(dest="teacher_command", metavar="ACTION")
+    sp = tsub.add_parser("list", help="named teachers with their MACs and parameters for a dataset")
+    sp.add_argument("--dataset", default="digits")
+    common(sp)
+    sp.set_defaults(fn=cmd_teacher_list)
+    sp = tsub.add_parser("train", help="train (or load the cached) standard teacher")
+    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--teacher", help="default: the dataset's default teacher")
+    sp.add_argument("--epochs", type=int)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", help="cache root (default $RCNAS_CACHE or ~/.cache/rcnas)")
+    common(sp)
+    sp.set_defaults(fn=cmd_teacher_train)
+
+    sp = sub.add_parser("train", help="final adversarial training of an architecture (resumable)")
+    arch_args(sp)
+    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--recipe", default="trades", help="trades (default, the paper's), pgd, fgsm-rs, n-fgsm, standard")
+    sp.add_argument("--epochs", type=int, default=20)
+    sp.add_argument("--eps", type=float)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--train-samples", type=int, help="train on a stratified subset (CPU budgets)")
+    sp.add_argument("--bf16", action="store_true", help="bf16 autocast of the training forward pass")
+    sp.add_argument("--channels-last", action="store_true")
+    sp.add_argument("--out", required=True)
+    common(sp)
+    sp.set_defaults(fn=cmd_train)
+
+    sp = sub.add_parser("eval", help="clean / PGD-20 / CW-40 / AutoAttack accuracy on the test split")
+    sp.add_argument("model_dir")
+    sp.add_argument("--dataset", help="default: the dataset the model was trained on")
+    sp.add_argument("--attacks", default="clean,pgd20,cw40,aa")
+    sp.add_argument("--eps", type=float)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--samples", type=int, help="evaluate a stratified subset of the test split")
+    common(sp)
+    sp.set_defaults(fn=cmd_eval)
+
+    def search_common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--evaluator", default="train", help="train (real proxy training), table, toy")
+        sp.add_argument("--proxy", help="YAML of the proxy training (rcnas.search.evaluator.ProxyConfig)")
+        sp.add_argument("--proxy-epochs", type=int)
+        sp.add_argument("--proxy-train-samples", type=int)
+        sp.add_argument("--reward", default="budget", help="budget (default), n2n, accuracy")
+        sp.add_argument("--store", help="SQLite store of evaluations (default OUT/store.sqlite)")
+        sp.add_argument("--seed", type=int, default=0)
+
+    sp = sub.add_parser("meta-train", help="meta-train the agent over task settings sampled from buffers")
+    sp.add_argument("--buffers", required=True, help="YAML: datasets, attacks, eps_scales, teachers, budgets, held_out, agent")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--episodes", type=int, default=200)
+    search_common(sp)
+    common(sp)
+    sp.set_defaults(fn=cmd_meta_train)
+
+    sp = sub.add_parser("search", help="find the best sub-network for one task setting")
+    sp.add_argument("--task", help="task YAML (dataset, attack, teacher, budget, eps)")
+    sp.add_argument("--dataset")
+    sp.add_argument("--attack", default="pgd")
+    sp.add_argument("--teacher")
+    sp.add_argument("--budget", default="0.5x", help="MACs (5G, 300M, integer) or a fraction of the teacher (0.5x)")
+    sp.add_argument("--eps", type=float)
+    sp.add_argument("--searcher", default="rcnas",
+                    help="rcnas, random, evolution, tpe, uniform, last-stage, compound")
+    sp.add_argument("--agent", default="pretrained", help="pretrained, scratch, or an AGENT_DIR")
+    sp.add_argument("--evaluations", type=int, default=20)
+    sp.add_argument("--executor", default="local", help="local or ray")
+    sp.add_argument("--ray-address", help="join an existing Ray cluster (default: start a local one)")
+    sp.add_argument("--out", required=True)
+    search_common(sp)
+    common(sp)
+    sp.set_defaults(fn=cmd_search)
+
+    sp = sub.add_parser("run", help="the whole pipeline: teacher, agent, search, final training, evaluation, report")
+    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--out", default="runs/default")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--epochs", type=int, help="final adversarial-training epochs")
+    sp.add_argument("--evaluations", type=int, help="candidate evaluations of the fine-tuning search")
+    sp.add_argument("--eval-samples", type=int, help="evaluate on a stratified subset of the test split (default: all)")
+    common(sp)
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("report", help="markdown + plots for a run or bench directory")
+    sp.add_argument("run_dir")
+    sp.set_defaults(fn=cmd_report)
+
+    sp = sub.add_parser("bench", help="benchmarks (JSON + markdown summary under bench/results)")
+    sp.add_argument("which", nargs="?", default="all")
+    sp.add_argument("--out", default="bench/results")
+    sp.add_argument("--seeds", type=int)
+    sp.add_argument("--quick", action="store_true", help="tiny settings, to check the harness")
+    sp.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: 2 on bad usage, 0 on --help/--version
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "fn"):
+        parser.print_help()
+        return 2 if args.command else 0
+    try:
+        args.fn(args)
+    except BadInput as e:
+        print(f"rcnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rcnas: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except RunFailure as e:
+        print(f"rcnas: failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

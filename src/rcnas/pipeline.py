@@ -1,0 +1,106 @@
+"""`rcnas run`: teacher -> agent -> fine-tuning search on an unseen task -> final adversarial
+training -> evaluation beside the adversarially trained teacher and the uniform shrink -> report.
+
+Run directory:
+    run.yaml            the resolved RunConfig
+    search/             arch.yaml, trials.jsonl, search.json, reward_curve.png, agent/, store.sqlite
+    models/<name>/      model.safetensors, model.json, card.json, card.md (rcnas, teacher-at, uniform)
+    summary.json        task, search summary, every model card, timings
+    report.md + plots   written by rcnas.report
+Every stage is resumable: rerunning the same command skips what is done (the store holds each
+evaluation, training checkpoints every epoch, evaluation keeps per-attack state).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rcnas.config import save_yaml, to_dict
+from rcnas.io import read_json, write_json
+from rcnas.tasks import Task
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "digits"
+    attack: str = "pgd"              # the task's objective
+    budget: str = "0.5x"             # half the teacher's MACs
+    teacher: str | None = None       # None: the dataset's default (digits: wrn-28-2)
+    seed: int = 0
+    agent: str = "pretrained"        # pretrained | scratch | AGENT_DIR
+    evaluations: int | None = None   # None: episodes_per_update x 5 updates (the paper's --M 5)
+    proxy_epochs: int = 2
+    final_recipe: str = "pgd"        # [choice] PGD-AT on CPU (TRADES is the paper's; --recipe trades in rcnas train)
+    final_epochs: int | None = None  # None: 30 on digits
+    final_attack_steps: int = 7
+    eval_samples: int | None = None  # None: the whole test split
+    baselines: tuple[str, ...] = ("uniform",)
+
+
+def _final_epochs(cfg: RunConfig) -> int:
+    return cfg.final_epochs if cfg.final_epochs is not None else 30
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    from rcnas import api
+    from rcnas.models import inherit
+    from rcnas.search.driver import SearchContext
+    from rcnas.search.searchers import make_searcher
+    from rcnas.search.space import SearchSpace
+    from rcnas.search.store import Store
+    from rcnas.tasks import resolve
+    out = Path(out)
+    save_yaml(cfg, out / "run.yaml")
+    timings: dict[str, float] = {}
+    task = Task(cfg.dataset, cfg.attack, cfg.teacher, cfg.budget)
+    resolved = resolve(task, data_dir)
+    save_yaml(task, out / "task.yaml")
+
+    t = time.time()
+    teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress)
+    timings["teacher"] = time.time() - t
+
+    t = time.time()
+    agent, _ = api.load_agent(cfg.agent, cfg.seed)
+    evaluations = cfg.evaluations or agent.cfg.episodes_per_update * 5
+    proxy = api.ProxyConfig(epochs=cfg.proxy_epochs)
+    result = api.search(task, searcher="rcnas", agent=cfg.agent, evaluations=evaluations, proxy=proxy,
+                        seed=cfg.seed, out=out / "search", data_dir=data_dir, progress=progress)
+    timings["search"] = time.time() - t
+
+    # the baselines at the same budget: each heuristic rule proposes one network
+    ctx = SearchContext(resolved, SearchSpace.for_task(resolved), api.make_evaluator("train", proxy, data_dir),
+                        Store(out / "search" / "store.sqlite"), seed=cfg.seed)
+    models = {"rcnas": result.best.arch, "teacher-at": resolved.teacher_arch}
+    for name in cfg.baselines:
+        models[name] = make_searcher(name, ctx, cfg.seed).ask()
+
+    cards: dict[str, Any] = {}
+    for name, arch in models.items():
+        t = time.time()
+        mdir = out / "models" / name
+        # [choice] final training starts from the teacher's inherited weights, for every network alike
+        api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
+                  seed=cfg.seed, data_dir=data_dir, progress=progress, init=inherit(teacher, arch),
+                  attack_steps=cfg.final_attack_steps, batch_size=64, lr=0.05, schedule="cosine")
+        timings[f"train/{name}"] = time.time() - t
+        t = time.time()
+        card = api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress,
+                            name=name, samples=cfg.eval_samples)
+        timings[f"eval/{name}"] = time.time() - t
+        cards[name] = card.to_dict()
+
+    summary = {"task": to_dict(task), "teacher": resolved.teacher, "eps": resolved.eps,
+               "budget_macs": resolved.budget_macs, "teacher_macs": resolved.teacher_macs,
+               "search": read_json(out / "search" / "search.json"), "models": cards,
+               "timings_s": timings, "config": to_dict(cfg)}
+    write_json(out / "summary.json", summary)
+    try:
+        from rcnas.report import write_report
+        write_report(out)
+    except ImportError:
+        pass
+    return summary

@@ -1,0 +1,1 @@
+"""The search: space and masks, candidate evaluators and their store, the ask/tell driver, searchers."""

@@ -1,0 +1,166 @@
+"""One ask/tell loop for every searcher (the RL agent and all baselines), over one cached and
+budgeted evaluator, so that comparisons count exactly the same evaluations."""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from rcnas.env.rewards import REWARDS, RewardInput
+from rcnas.errors import BadInput, RunFailure
+from rcnas.search.evaluator import Evaluator, metric_for, safe_evaluate
+from rcnas.search.space import SearchSpace
+from rcnas.search.store import Record, Store
+from rcnas.space.arch import Arch
+from rcnas.tasks import ResolvedTask
+
+
+class LocalExecutor:
+    """Evaluates candidates one after another in this process."""
+    name = "local"
+
+    def map(self, evaluator: Evaluator, task: ResolvedTask, archs: Sequence[Arch], seed: int) -> list[Record]:
+        return [safe_evaluate(evaluator, task, a, seed) for a in archs]
+
+
+@dataclass
+class SearchContext:
+    """Everything a searcher may know about its task, and the budgeted evaluation service."""
+    task: ResolvedTask
+    space: SearchSpace
+    evaluator: Evaluator
+    store: Store
+    seed: int = 0
+    reward_name: str = "budget"
+    executor: object = field(default_factory=LocalExecutor)
+    seen: dict[Arch, Record] = field(default_factory=dict)
+    new_evaluations: int = 0
+
+    def __post_init__(self) -> None:
+        self.reward_fn = REWARDS.get(self.reward_name)
+        self.metric = metric_for(self.task.attack)
+        self._teacher_accuracy: float | None = None
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.seen)
+
+    def macs(self, arch: Arch) -> int:
+        from rcnas.cost import arch_cost
+        t = self.task
+        return arch_cost(arch, t.input_size, t.in_channels, t.num_classes).macs
+
+    def evaluate_many(self, archs: Sequence[Arch]) -> list[Record]:
+        """Store first; the misses are computed (through the executor) and stored."""
+        key, proxy = self.task.eval_key, self.evaluator.proxy_key
+        found = {a: self.seen.get(a) or self.store.get(key, a, proxy, self.seed) for a in dict.fromkeys(archs)}
+        missing = [a for a, r in found.items() if r is None]
+        if missing:
+            for arch, record in zip(missing, self.executor.map(self.evaluator, self.task, missing, self.seed)):
+                self.store.put(key, proxy, self.seed, record)
+                found[arch] = self.store.get(key, arch, proxy, self.seed) or record
+                self.new_evaluations += 1
+        self.seen.update(found)  # type: ignore[arg-type]
+        return [found[a] for a in archs]  # type: ignore[misc]
+
+    def teacher_accuracy(self) -> float:
+        """The teacher's proxy accuracy under the task's metric: the reward's reference. Stored like
+        any candidate but not counted toward the search's evaluations."""
+        if self._teacher_accuracy is None:
+            arch = self.task.teacher_arch
+            key, proxy = self.task.eval_key, self.evaluator.proxy_key
+            record = self.store.get(key, arch, proxy, self.seed)
+            if record is None:
+                record = safe_evaluate(self.evaluator, self.task, arch, self.seed)
+                self.store.put(key, proxy, self.seed, record)
+            self._teacher_accuracy = record.metrics.get(self.metric, 0.0) if record.status == "ok" else 0.0
+        return self._teacher_accuracy
+
+    def reward(self, record: Record) -> float:
+        return float(self.reward_fn(RewardInput(
+            accuracy=record.metrics.get(self.metric, 0.0), teacher_accuracy=self.teacher_accuracy(),
+            macs=record.macs, budget_macs=self.task.budget_macs, teacher_macs=self.task.teacher_macs,
+            ok=record.status == "ok")))
+
+    def lips(self, arch: Arch) -> float:
+        return self.evaluator.lips(self.task, arch)
+
+
+class Searcher(ABC):
+    """Proposes architectures (`ask`) and learns from their rewards (`tell`)."""
+    name = "base"
+    batch = 1  # how many asks may be evaluated together (by a parallel executor)
+
+    def __init__(self, ctx: SearchContext, seed: int = 0) -> None:
+        self.ctx, self.seed = ctx, seed
+
+    @abstractmethod
+    def ask(self) -> Arch: ...
+
+    def tell(self, arch: Arch, reward: float, record: Record) -> None:
+        """Default: learn nothing."""
+
+    def finished(self) -> bool:
+        """A searcher with nothing more to propose (a heuristic rule) returns True."""
+        return False
+
+
+@dataclass(frozen=True)
+class Trial:
+    index: int
+    arch: Arch
+    reward: float
+    record: Record
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Trial
+    trials: list[Trial]
+    evaluations: int
+    new_evaluations: int
+    task: ResolvedTask
+
+    def summary(self) -> dict:
+        t = self.task
+        return {"arch": self.best.arch.to_dict(), "macs": self.best.record.macs, "budget_macs": t.budget_macs,
+                "teacher_macs": t.teacher_macs, "reward": self.best.reward,
+                "metrics": self.best.record.metrics, "evaluations": self.evaluations,
+                "new_evaluations": self.new_evaluations}
+
+
+def run_search(searcher: Searcher, max_evaluations: int, *, progress: bool = True,
+               on_trial: Callable[[Trial], None] | None = None) -> SearchResult:
+    """Ask, evaluate (store first), tell, until `max_evaluations` distinct candidates were scored."""
+    ctx = searcher.ctx
+    if max_evaluations < 1:
+        raise BadInput(f"--evaluations must be >= 1, got {max_evaluations}")
+    ctx.teacher_accuracy()
+    trials: list[Trial] = []
+    asks, max_asks = 0, 50 * max_evaluations  # a searcher that only repeats itself must still stop
+    bar = tqdm(total=max_evaluations, desc=f"search[{searcher.name}]", disable=not progress, leave=False)
+    while ctx.evaluations < max_evaluations and asks < max_asks and not searcher.finished():
+        k = max(1, min(searcher.batch, max_evaluations - ctx.evaluations))
+        archs = [searcher.ask() for _ in range(k)]
+        asks += k
+        before = ctx.evaluations
+        for arch, record in zip(archs, ctx.evaluate_many(archs)):
+            reward = ctx.reward(record)
+            searcher.tell(arch, reward, record)
+            trial = Trial(len(trials), arch, reward, record)
+            trials.append(trial)
+            if on_trial is not None:
+                on_trial(trial)
+        bar.update(ctx.evaluations - before)
+        best = max(t.reward for t in trials)
+        bar.set_postfix(best=f"{best:.3f}", new=ctx.new_evaluations)
+    bar.close()
+    valid = [t for t in trials if t.record.status == "ok" and t.record.macs <= ctx.task.budget_macs]
+    if not valid:
+        raise RunFailure("the search found no candidate within budget that evaluated successfully")
+    best = max(valid, key=lambda t: (t.reward, -t.index))
+    assert best.record.macs <= ctx.task.budget_macs and math.isfinite(best.reward)
+    return SearchResult(best, trials, ctx.evaluations, ctx.new_evaluations, ctx.task)

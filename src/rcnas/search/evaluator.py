@@ -1,0 +1,204 @@
+"""Candidate evaluators: what a sub-network scores on a task, cached and counted.
+
+`TrainEvaluator` is the real proxy: inherit the teacher's weights, adversarially fine-tune briefly,
+then measure accuracy under several attacks on the validation split. One proxy training serves
+every attack kind and every budget of a (dataset, teacher, eps), so results are stored under that
+evaluation key and a task picks its own metric. `CachedEvaluator` puts any evaluator behind the
+persistent store and counts evaluations toward the search's budget.
+"""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+
+import torch
+
+from rcnas.cost import arch_cost
+from rcnas.errors import BadInput
+from rcnas.registry import Registry
+from rcnas.search.store import Record, Store
+from rcnas.space.arch import Arch
+from rcnas.tasks import ResolvedTask, attack_kind
+
+EVALUATORS: Registry = Registry("evaluator")
+
+
+def metric_for(attack: str) -> str:
+    """The evaluator metric that stands for a task's attack during the search.
+
+    [choice] AutoAttack is too slow for a proxy: the search scores the per-sample worst case of PGD
+    and CW instead (AutoAttack's main components are APGD on cross-entropy and on a margin loss).
+    """
+    return {"clean": "clean", "fgsm": "fgsm", "pgd": "pgd", "cw": "cw", "aa": "worst"}[attack_kind(attack)]
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The short adversarial fine-tuning that scores a candidate (named and part of the cache key)."""
+    epochs: int = 2                  # passes over the (sub-sampled) training split
+    batch_size: int = 32
+    lr: float = 0.05
+    recipe: str = "pgd"              # adversarial-training recipe of rcnas.train
+    attack_steps: int = 3            # PGD steps while training
+    train_samples: int | None = None # stratified sub-sample of the training split (None: all)
+    val_samples: int | None = 400    # stratified sub-sample of the validation split (None: all)
+    val_steps: int = 10              # steps of the PGD and CW attacks that score the candidate
+    inherit: str = "l1"              # weight-inheritance strategy: l1 | first
+    lips_samples: int = 64           # validation images for the LIPS state feature
+    teacher_epochs: int = 30         # standard training of the cached teacher
+
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class Evaluator(ABC):
+    """Scores an architecture on a task. Subclasses override `evaluate` (pure computation)."""
+    name: str = "base"
+    proxy_key: str = ""
+
+    @abstractmethod
+    def evaluate(self, task: ResolvedTask, arch: Arch, seed: int) -> Record: ...
+
+    def lips(self, task: ResolvedTask, arch: Arch) -> float:
+        """Local Lipschitz estimate of the (inherited, untrained) sub-network: the agent's LIPS."""
+        return 0.0
+
+
+class CachedEvaluator:
+    """An evaluator behind the store, counting evaluations toward a budget.
+
+    `evaluations` counts distinct architectures asked for in this search (found in the store or
+    not); `new_evaluations` counts those actually computed in this run.
+    """
+
+    def __init__(self, evaluator: Evaluator, store: Store, task: ResolvedTask, seed: int = 0) -> None:
+        self.evaluator, self.store, self.task, self.seed = evaluator, store, task, seed
+        self.seen: dict[Arch, Record] = {}
+        self.new_evaluations = 0
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.seen)
+
+    def lookup(self, arch: Arch) -> Record | None:
+        if arch in self.seen:
+            return self.seen[arch]
+        return self.store.get(self.task.eval_key, arch, self.evaluator.proxy_key, self.seed)
+
+    def __call__(self, arch: Arch) -> Record:
+        record = self.lookup(arch)
+        if record is None:
+            record = safe_evaluate(self.evaluator, self.task, arch, self.seed)
+            self.new_evaluations += 1
+            self.store.put(self.task.eval_key, self.evaluator.proxy_key, self.seed, record)
+            record = self.store.get(self.task.eval_key, arch, self.evaluator.proxy_key, self.seed) or record
+        self.seen[arch] = record
+        return record
+
+
+def safe_evaluate(evaluator: Evaluator, task: ResolvedTask, arch: Arch, seed: int,
+                  retries: int = 1) -> Record:
+    """Evaluate; a crash is retried, then recorded as a failed candidate (it never kills the search)."""
+    for attempt in range(retries + 1):
+        try:
+            return evaluator.evaluate(task, arch, seed)
+        except (BadInput, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - a broken candidate must not end the search
+            if attempt == retries:
+                cost = arch_cost(arch, task.input_size, task.in_channels, task.num_classes)
+                return Record(arch, {}, cost.macs, cost.params, status="failed",
+                              error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+    raise AssertionError("unreachable")
+
+
+@EVALUATORS.register("train")
+class TrainEvaluator(Evaluator):
+    name = "train"
+
+    def __init__(self, proxy: ProxyConfig | None = None, data_dir: str | None = None,
+                 device: str = "cpu") -> None:
+        self.proxy = proxy or ProxyConfig()
+        self.data_dir, self.device = data_dir, device
+        self.proxy_key = f"train:{self.proxy.key()}"
+        self._lips_cache: dict[tuple[str, Arch], float] = {}
+
+    @lru_cache(maxsize=4)
+    def _splits(self, dataset: str):
+        from rcnas.data import load_dataset
+        splits = load_dataset(dataset, self.data_dir)
+        train = splits.train if self.proxy.train_samples is None else splits.train.subset(
+            self.proxy.train_samples, seed=0)
+        val = splits.val if self.proxy.val_samples is None else splits.val.subset(
+            min(self.proxy.val_samples, len(splits.val)), seed=0)
+        return splits.info, train, val
+
+    @lru_cache(maxsize=4)
+    def _teacher(self, dataset: str, teacher: str):
+        from rcnas.teacher import get_teacher
+        return get_teacher(dataset, teacher, data_dir=self.data_dir, epochs=self.proxy.teacher_epochs,
+                           device=self.device, progress=False)
+
+    def attacks(self) -> tuple[str, ...]:
+        n = self.proxy.val_steps
+        return ("clean", "fgsm", f"pgd{n}", f"cw{n}")
+
+    def evaluate(self, task: ResolvedTask, arch: Arch, seed: int) -> Record:
+        from rcnas.evaluate import evaluate_robustness
+        from rcnas.models import count_params, inherit
+        from rcnas.train import TrainConfig, fit
+        start = time.perf_counter()
+        info, train, val = self._splits(task.dataset)
+        torch.manual_seed(seed)
+        model = inherit(self._teacher(task.dataset, task.teacher), arch, self.proxy.inherit)
+        p = self.proxy
+        cfg = TrainConfig(recipe=p.recipe, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
+                          schedule="cosine", eps=task.eps, attack_steps=p.attack_steps,
+                          select_by="last", guard=False, seed=seed, device=self.device)
+        fit(model, train, None, cfg, info=info, progress=False)
+        result = evaluate_robustness(model, val.x, val.y, attacks=self.attacks(), eps=task.eps,
+                                     seed=seed, device=self.device)
+        n = p.val_steps
+        metrics = {"clean": result.clean, "fgsm": result.attacks["fgsm"],
+                   "pgd": result.attacks[f"pgd{n}"], "cw": result.attacks[f"cw{n}"],
+                   "worst": result.worst_case}
+        cost = arch_cost(arch, task.input_size, task.in_channels, task.num_classes)
+        assert cost.params == count_params(model)
+        return Record(arch, metrics, cost.macs, cost.params, seconds=time.perf_counter() - start)
+
+    def lips(self, task: ResolvedTask, arch: Arch) -> float:
+        key = (task.eval_key + task.attack, arch)
+        if key not in self._lips_cache:
+            from rcnas.attacks import local_lipschitz, make_attack
+            from rcnas.models import inherit
+            info, _, val = self._splits(task.dataset)
+            model = inherit(self._teacher(task.dataset, task.teacher), arch, self.proxy.inherit).eval()
+            kind = attack_kind(task.attack)
+            name = {"clean": "fgsm", "fgsm": "fgsm", "pgd": "pgd5", "cw": "cw5", "aa": "pgd5"}[kind]
+            n = self.proxy.lips_samples
+            self._lips_cache[key] = local_lipschitz(model, val.x[:n], val.y[:n], make_attack(name, task.eps))
+        return self._lips_cache[key]
+
+
+def make_evaluator(name: str, **kwargs) -> Evaluator:
+    return EVALUATORS.create(name, **kwargs)
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """How a run's evaluator is made (written into the run directory)."""
+    name: str = "train"
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+    def build(self, data_dir: str | None = None, device: str = "cpu") -> Evaluator:
+        if self.name == "train":
+            return TrainEvaluator(self.proxy, data_dir, device)
+        return make_evaluator(self.name)
+
+
+def with_proxy(spec: EvaluatorSpec, **changes) -> EvaluatorSpec:
+    return replace(spec, proxy=replace(spec.proxy, **changes))
