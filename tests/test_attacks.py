@@ -12,62 +12,19 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sklearn.datasets import load_digits
 from torch import nn
 
 from rcnas.attacks import (ATTACKS, CW, FGSM, NORMS, PGD, Attack, AutoAttack, Clean, local_lipschitz,
                            make_attack, pgd, project)
 from rcnas.errors import BadInput
+from rcnas.testing.tiny import digits_split, train_cnn
 
 EPS = 0.15  # digits' default L-inf radius (pixel values are k/16)
-
-
-def digits_split() -> SimpleNamespace:
-    d = load_digits()
-    x = torch.tensor(d.data / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    x, y = x[perm], y[perm]
-    return SimpleNamespace(xtr=x[:1297], ytr=y[:1297], xte=x[1297:], yte=y[1297:])
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(32 * 16, 10))
-
-
-def train_cnn(data: SimpleNamespace, epochs: int = 8) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = small_cnn()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        perm = torch.randperm(len(data.xtr), generator=g)
-        for i in range(0, len(perm), 64):
-            idx = perm[i:i + 64]
-            loss = F.cross_entropy(model(data.xtr[idx]), data.ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    opt.zero_grad(set_to_none=True)
-    return model.eval()
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """8x8 inputs gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads
-    contending with other processes made this file ~4x slower; restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -33,16 +33,6 @@ def tiny_cnn(seed: int = 0, width: int = 16) -> nn.Module:
 FAST = dict(batch_size=64, lr=0.05, val_samples=128)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convs gain nothing from 2 threads, and on a busy 2-core box OpenMP's spinning threads
-    made a 0.3 s fit take 26 s: run this module single-threaded, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits() -> Splits:
     return load_dataset("digits")

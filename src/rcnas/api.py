@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,13 @@ def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str =
 
 def evaluate(model_dir: str | Path, dataset: str | None = None, *, attacks: tuple[str, ...] = (
         "clean", "pgd20", "cw40", "aa"), eps: float | None = None, seed: int = 0, data_dir: str | None = None,
-        device: str = "auto", samples: int | None = None, progress: bool = True, name: str | None = None):
-    """Robust evaluation on the test split; writes card.json and card.md into the model dir."""
+        device: str = "auto", samples: int | None = None, aa_samples: int | None = None,
+        progress: bool = True, name: str | None = None):
+    """Robust evaluation on the test split; writes card.json and card.md into the model dir.
+
+    `aa_samples` bounds AutoAttack's CPU time: it then runs (with the other attacks, for the
+    per-sample worst case) on a stratified subset of that size, recorded in the card as aa_n_eval.
+    """
     from rcnas.artifacts import load_model_dir
     from rcnas.data import load_dataset
     from rcnas.device import resolve_device
@@ -91,14 +97,27 @@ def evaluate(model_dir: str | Path, dataset: str | None = None, *, attacks: tupl
     test = splits.test if samples is None else splits.test.subset(min(samples, len(splits.test)), seed=0)
     eps = eps if eps is not None else info.default_eps
     dev = resolve_device(device)
-    result = evaluate_robustness(model, test.x, test.y, attacks=attacks, eps=eps, seed=seed, device=dev,
-                                 progress=progress, state_dir=model_dir / "eval-state" / f"{dataset}-eps{eps:g}-n{len(test)}")
+    state = model_dir / "eval-state"
+    subset = "aa" in attacks and aa_samples is not None and aa_samples < len(test)
+    result = evaluate_robustness(model, test.x, test.y, attacks=[a for a in attacks if not (subset and a == "aa")],
+                                 eps=eps, seed=seed, device=dev, progress=progress,
+                                 state_dir=state / f"{dataset}-eps{eps:g}-n{len(test)}")
+    aa_n = None
+    if subset:
+        aa_test = test.subset(aa_samples, seed=0)
+        aa = evaluate_robustness(model, aa_test.x, aa_test.y, attacks=attacks, eps=eps, seed=seed, device=dev,
+                                 progress=progress, state_dir=state / f"{dataset}-eps{eps:g}-n{len(aa_test)}")
+        result = replace(result, attacks=result.attacks | {k: aa.attacks[k] for k in ("aa", "aa_only")},
+                         warnings=tuple(dict.fromkeys(result.warnings + aa.warnings)))
+        aa_n = len(aa_test)
     c = arch_cost(model.arch, info.input_size, info.channels, info.num_classes)
     latency = measure_latency(model, (info.channels, info.input_size, info.input_size))
     card = ModelCard.from_result(result, name=name or model_dir.name, dataset=dataset, arch=model.arch,
                                  eps=eps, params=c.params, macs=c.macs, training=meta.get("training", {}),
                                  data_split="test" if samples is None else f"test[{len(test)}]",
                                  latency_ms_cpu=latency * 1000)
+    if aa_n is not None:
+        card = replace(card, aa_n_eval=aa_n)
     card.to_json(model_dir / "card.json")
     write_text(model_dir / "card.md", card.to_markdown())
     return card
@@ -144,14 +163,13 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     """Find the best sub-network for one task setting; with `out`, write arch.yaml and the search log."""
     from rcnas.search.driver import SearchContext, run_search
     from rcnas.search.searchers import SEARCHERS
-    from rcnas.search.space import SearchSpace
     from rcnas.search.store import Store
     resolved = resolve(task, data_dir)
     SEARCHERS.get(searcher)
     out = Path(out) if out is not None else None
     store_path = Path(store) if store else (out / "store.sqlite" if out else ":memory:")
     ev = make_evaluator(evaluator, proxy, data_dir, device)
-    ctx = SearchContext(resolved, SearchSpace.for_task(resolved), ev, Store(store_path), seed=seed,
+    ctx = SearchContext(resolved, ev.space(resolved), ev, Store(store_path), seed=seed,
                         reward_name=reward, executor=_make_executor(executor, address=ray_address)
                         if executor == "ray" else _make_executor(executor))
     extra: dict[str, Any] = {}
@@ -172,9 +190,10 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
             write_text(trials_path, "".join(json.dumps(r) + "\n" for r in log))
 
     result = run_search(s, evaluations, progress=progress, on_trial=on_trial)
-    summary = result.summary() | {"task": to_dict(task), "teacher": resolved.teacher, "searcher": searcher,
-                                  "evaluator": evaluator, "seed": seed, "reward_name": reward,
-                                  "eps": resolved.eps, "seconds": time.time() - t0, **extra}
+    result.extra.update({"task": to_dict(task), "teacher": resolved.teacher, "searcher": searcher,
+                         "evaluator": evaluator, "seed": seed, "reward_name": reward,
+                         "eps": resolved.eps, "seconds": time.time() - t0, **extra})
+    summary = result.summary()
     if out is not None:
         best = result.best.arch
         write_yaml(out / "arch.yaml", best.to_dict() | best.to_robustresnet(resolved.num_classes))
@@ -188,7 +207,6 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
             plot_reward_curve(log, out / "reward_curve.png", title=f"{searcher} on {task.dataset}")
         except ImportError:
             pass
-    result.summary_dict = summary  # type: ignore[attr-defined]
     return result
 
 
@@ -207,7 +225,6 @@ def meta_train(buffers: Buffers, out: str | Path, *, episodes: int = 200, seed: 
     from rcnas.agent.agent import Agent, AgentConfig
     from rcnas.data import dataset_info
     from rcnas.search.driver import SearchContext
-    from rcnas.search.space import SearchSpace
     from rcnas.search.store import Store
     out = Path(out)
     cfg = agent_cfg or AgentConfig()
@@ -230,7 +247,7 @@ def meta_train(buffers: Buffers, out: str | Path, *, episodes: int = 200, seed: 
         rng = random.Random(seed * 1_000_003 + update)
         task = buffers.sample(rng, default_eps)
         resolved = resolve(task, data_dir)
-        ctx = SearchContext(resolved, SearchSpace.for_task(resolved), ev, st, seed=seed, reward_name=reward)
+        ctx = SearchContext(resolved, ev.space(resolved), ev, st, seed=seed, reward_name=reward)
         gen = torch.Generator().manual_seed(seed * 1_000_003 + update)
         eps_ = [agent.sample_episode(ctx, gen) for _ in range(cfg.episodes_per_update)]
         records = ctx.evaluate_many([e.arch for e in eps_])

@@ -89,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from rcnas.api import evaluate
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     card = evaluate(args.model_dir, args.dataset, attacks=attacks, eps=args.eps, seed=args.seed,
-                    data_dir=args.data_dir, device=args.device, samples=args.samples)
+                    data_dir=args.data_dir, device=args.device, samples=args.samples, aa_samples=args.aa_samples)
     obj = {"clean": card.clean_acc, "pgd20": card.pgd20_acc, "cw40": card.cw40_acc, "aa": card.aa_acc,
            "aa_only": card.aa_only_acc, "macs": card.macs, "params": card.params,
            "latency_ms_cpu": card.latency_ms_cpu, "lipschitz": card.lipschitz, "n": card.n_eval,
@@ -126,7 +126,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                  evaluator=args.evaluator, proxy=_proxy_from_args(args), executor=args.executor,
                  ray_address=args.ray_address, store=args.store, seed=args.seed, out=args.out,
                  reward=args.reward, data_dir=args.data_dir, device=args.device)
-    s = res.summary_dict
+    s = res.summary()
     _emit(args, s, f"best of {s['evaluations']} evaluations ({s['new_evaluations']} new): {res.best.arch}\n"
                    f"MACs {format_macs(s['macs'])} of budget {format_macs(s['budget_macs'])} "
                    f"(teacher {format_macs(s['teacher_macs'])}), reward {s['reward']:.4f}, "
@@ -156,7 +156,7 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from rcnas.pipeline import RunConfig, run_pipeline
     cfg = RunConfig(dataset=args.dataset, seed=args.seed, final_epochs=args.epochs, evaluations=args.evaluations,
-                    eval_samples=args.eval_samples)
+                    eval_samples=args.eval_samples, agent=args.agent, aa_samples=args.aa_samples or None)
     summary = run_pipeline(cfg, out=args.out, data_dir=args.data_dir)
     _emit(args, summary, f"report: {Path(args.out) / 'report.md'}")
 
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eps", type=float)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--samples", type=int, help="evaluate a stratified subset of the test split")
+    sp.add_argument("--aa-samples", type=int, help="run AutoAttack on a stratified subset of this size")
     common(sp)
     sp.set_defaults(fn=cmd_eval)
 
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dataset", default="digits")
     sp.add_argument("--out", default="runs/default")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--agent", default="pretrained", help="pretrained, scratch, or an AGENT_DIR")
+    sp.add_argument("--aa-samples", type=int, default=100,
+                    help="AutoAttack on a stratified subset of this size (0: the whole test split)")
     sp.add_argument("--epochs", type=int, help="final adversarial-training epochs")
     sp.add_argument("--evaluations", type=int, help="candidate evaluations of the fine-tuning search")
     sp.add_argument("--eval-samples", type=int, help="evaluate on a stratified subset of the test split (default: all)")

@@ -102,6 +102,9 @@ def parse_macs(text: str | int | float, teacher_macs: int | None = None) -> int:
                            "or a fraction of the teacher as 0.5x") from None
     if not value > 0 or value != value or value == float("inf"):
         raise BadInput(f"budget must be a positive number of MACs, got {text!r}")
+    if round(value) < 1:
+        raise BadInput(f"budget {text!r} is less than one MAC; write MACs as 5G, 300M, 12k, an integer, "
+                       "or a fraction of the teacher as 0.5x")
     return int(round(value))
 
 

@@ -53,10 +53,15 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise BadInput(f"file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} is not a UTF-8 text file; save the YAML as UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
+        if isinstance(e, yaml.constructor.ConstructorError):  # e.g. !!python/object tags
+            raise BadInput(f"{path} is not plain YAML{where}: {e.problem}; "
+                           "remove the tag, only plain mappings, lists and scalars are read") from None
         raise BadInput(f"{path} is not valid YAML{where}: fix the syntax") from None
 
 
@@ -65,6 +70,8 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file():
         raise BadInput(f"file not found: {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} is not a UTF-8 JSON file; delete it or restore it") from None
     except json.JSONDecodeError as e:
         raise BadInput(f"{path} is not valid JSON (line {e.lineno}); delete it or restore it") from None

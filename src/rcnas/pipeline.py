@@ -32,15 +32,18 @@ class RunConfig:
     agent: str = "pretrained"        # pretrained | scratch | AGENT_DIR
     evaluations: int | None = None   # None: episodes_per_update x 5 updates (the paper's --M 5)
     proxy_epochs: int = 2
+    teacher_epochs: int = 15         # standard training of the (cached) teacher
     final_recipe: str = "pgd"        # [choice] PGD-AT on CPU (TRADES is the paper's; --recipe trades in rcnas train)
-    final_epochs: int | None = None  # None: 30 on digits
+    final_epochs: int | None = None  # None: 15 (a CPU budget; see the README for longer runs)
     final_attack_steps: int = 7
     eval_samples: int | None = None  # None: the whole test split
+    aa_samples: int | None = 100     # [choice] AutoAttack on a stratified 100-image subset: on CPU it
+                                     # costs seconds per robust image; None: the whole test split
     baselines: tuple[str, ...] = ("uniform",)
 
 
 def _final_epochs(cfg: RunConfig) -> int:
-    return cfg.final_epochs if cfg.final_epochs is not None else 30
+    return cfg.final_epochs if cfg.final_epochs is not None else 15
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
@@ -49,7 +52,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     from rcnas.models import inherit
     from rcnas.search.driver import SearchContext
     from rcnas.search.searchers import make_searcher
-    from rcnas.search.space import SearchSpace
     from rcnas.search.store import Store
     from rcnas.tasks import resolve
     out = Path(out)
@@ -60,23 +62,30 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     save_yaml(task, out / "task.yaml")
 
     t = time.time()
-    teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress)
+    teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress,
+                                epochs=cfg.teacher_epochs)
     timings["teacher"] = time.time() - t
 
     t = time.time()
     agent, _ = api.load_agent(cfg.agent, cfg.seed)
     evaluations = cfg.evaluations or agent.cfg.episodes_per_update * 5
-    proxy = api.ProxyConfig(epochs=cfg.proxy_epochs)
+    proxy = api.ProxyConfig(epochs=cfg.proxy_epochs, teacher_epochs=cfg.teacher_epochs)
     result = api.search(task, searcher="rcnas", agent=cfg.agent, evaluations=evaluations, proxy=proxy,
                         seed=cfg.seed, out=out / "search", data_dir=data_dir, progress=progress)
     timings["search"] = time.time() - t
 
     # the baselines at the same budget: each heuristic rule proposes one network
-    ctx = SearchContext(resolved, SearchSpace.for_task(resolved), api.make_evaluator("train", proxy, data_dir),
-                        Store(out / "search" / "store.sqlite"), seed=cfg.seed)
+    ev = api.make_evaluator("train", proxy, data_dir)
+    ctx = SearchContext(resolved, ev.space(resolved), ev, Store(out / "search" / "store.sqlite"), seed=cfg.seed)
     models = {"rcnas": result.best.arch, "teacher-at": resolved.teacher_arch}
     for name in cfg.baselines:
-        models[name] = make_searcher(name, ctx, cfg.seed).ask()
+        if name in ("random", "evolution", "tpe"):  # search baselines: same evaluations, same store
+            res = api.search(task, searcher=name, evaluations=evaluations, proxy=proxy, seed=cfg.seed,
+                             out=out / f"search-{name}", store=out / "search" / "store.sqlite",
+                             data_dir=data_dir, progress=progress)
+            models[name] = res.best.arch
+        else:  # heuristic rules: one network each
+            models[name] = make_searcher(name, ctx, cfg.seed).ask()
 
     cards: dict[str, Any] = {}
     for name, arch in models.items():
@@ -89,7 +98,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
         timings[f"train/{name}"] = time.time() - t
         t = time.time()
         card = api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress,
-                            name=name, samples=cfg.eval_samples)
+                            name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples)
         timings[f"eval/{name}"] = time.time() - t
         cards[name] = card.to_dict()
 

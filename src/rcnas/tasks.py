@@ -25,7 +25,8 @@ class Task:
     dataset: str = "digits"
     attack: str = "pgd"          # the objective's attack: clean, fgsm, pgd[N], cw[N], aa
     teacher: str | None = None   # None: the dataset's default teacher
-    budget: str = "0.5x"         # MACs (5G, 300M, an integer) or a fraction of the teacher (0.5x)
+    budget: str | int | float = "0.5x"  # MACs (5G, 300M, an integer) or a fraction of the teacher (0.5x);
+    #                                     a number (YAML `budget: 300000`) is kept as its string
     eps: float | None = None     # L-inf radius in [0,1] pixel units; None: the dataset's default
 
     def __post_init__(self) -> None:
@@ -100,12 +101,14 @@ class Buffers:
     datasets: tuple[str, ...] = ("digits",)
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd", "cw")
     eps_scales: tuple[float, ...] = (0.67, 1.0)   # times the dataset's default eps
-    teachers: tuple[str, ...] = ("wrn-16-2", "wrn-22-2", "wrn-16-4")
-    budgets: tuple[str, ...] = ("0.3x", "0.4x", "0.5x", "0.6x")
+    teachers: tuple[str, ...] = ("wrn-16-2", "wrn-22-2", "wrn-16-4")  # or DATASET:NAME for one dataset
+    budgets: tuple[str | int | float, ...] = ("0.3x", "0.4x", "0.5x", "0.6x")  # numbers become strings
     held_out: tuple[Task, ...] = field(default_factory=lambda: (
         Task("digits", "pgd", "wrn-28-2", "0.5x"),))
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "budgets", tuple(
+            str(b) if isinstance(b, (int, float)) and not isinstance(b, bool) else b for b in self.budgets))
         for name in ("datasets", "attacks", "eps_scales", "teachers", "budgets"):
             if not getattr(self, name):
                 raise BadInput(f"buffers: {name} must list at least one value")
@@ -114,10 +117,19 @@ class Buffers:
         if any(not (0 < s <= 4) for s in self.eps_scales):
             raise BadInput("buffers: eps_scales must be in (0, 4]")
 
+    def teachers_for(self, dataset: str) -> list[str]:
+        """A teacher entry `DATASET:NAME` applies to that dataset only; a plain name to every dataset."""
+        out = []
+        for entry in self.teachers:
+            scope, _, name = entry.rpartition(":")
+            if not scope or scope == dataset:
+                out.append(name)
+        return out
+
     def all_tasks(self, default_eps: dict[str, float]) -> list[Task]:
         tasks = []
         for d in self.datasets:
-            for t in self.teachers:
+            for t in self.teachers_for(d):
                 for s in self.eps_scales:
                     for a in self.attacks:
                         for b in self.budgets:

@@ -10,7 +10,7 @@ from rcnas.errors import BadInput
 from rcnas.models import PreActResNet, build_model, teacher_arch
 from rcnas.train import TrainConfig, accuracy, fit, load_weights
 
-DEFAULT_TEACHER_TRAINING = TrainConfig(recipe="standard", epochs=30, batch_size=64, lr=0.05,
+DEFAULT_TEACHER_TRAINING = TrainConfig(recipe="standard", epochs=15, batch_size=64, lr=0.05,
                                        schedule="cosine", select_by="last", guard=False)
 
 

@@ -5,12 +5,15 @@ default; PPO (clipped ratio, a few epochs over the batch) is the option to compa
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from rcnas.config import from_dict
 from rcnas.env.compression import observation
@@ -21,6 +24,7 @@ from rcnas.search.driver import SearchContext
 from rcnas.space.arch import Arch
 
 AGENT_FORMAT = 1
+META_KEY = "rcnas.agent"  # the agent.json metadata, also in the safetensors header
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,14 @@ class AgentConfig:
             raise BadInput(f"unknown agent algorithm {self.algo!r}; use reinforce or ppo")
         if self.episodes_per_update < 1 or self.steps < 1:
             raise BadInput("episodes_per_update and steps must be >= 1")
+        if self.hidden < 1 or self.ppo_epochs < 1:
+            raise BadInput(f"agent hidden and ppo_epochs must be >= 1, got {self.hidden} and {self.ppo_epochs}")
+        for name, ok in (("lr", 0 < self.lr < math.inf), ("entropy", 0 <= self.entropy < math.inf),
+                         ("baseline_decay", 0 <= self.baseline_decay <= 1),
+                         ("ppo_clip", 0 < self.ppo_clip < math.inf)):
+            if not ok:
+                raise BadInput(f"agent {name} out of range, got {getattr(self, name)}; lr and ppo_clip must be "
+                               "> 0, entropy >= 0, baseline_decay in [0, 1]")
 
 
 @dataclass
@@ -139,10 +151,13 @@ class Agent:
         for pid, st in opt_state["state"].items():
             for k, v in st.items():
                 tensors[f"opt.{pid}.{k}"] = v.detach().clone().contiguous().reshape(v.shape)
-        atomic_write(directory / "agent.safetensors", lambda p: save_file(tensors, str(p)))
-        write_json(directory / "agent.json", {
-            "format": AGENT_FORMAT, "config": asdict(self.cfg), "baselines": self.baselines,
-            "updates": self.updates, **(extra or {})})
+        meta = {"format": AGENT_FORMAT, "config": asdict(self.cfg), "baselines": self.baselines,
+                "updates": self.updates, **(extra or {})}
+        # The metadata rides in the safetensors header too: that one rename commits weights and
+        # bookkeeping together (a kill before agent.json is rewritten cannot pair them wrongly).
+        atomic_write(directory / "agent.safetensors",
+                     lambda p: save_file(tensors, str(p), metadata={META_KEY: json.dumps(meta)}))
+        write_json(directory / "agent.json", meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> tuple[Agent, dict]:
@@ -151,21 +166,37 @@ class Agent:
         if not isinstance(meta, dict) or meta.get("format") != AGENT_FORMAT:
             raise BadInput(f"{directory}/agent.json is not an rcnas agent of format {AGENT_FORMAT}; "
                            "meta-train a new one with rcnas meta-train")
-        agent = cls(from_dict(AgentConfig, meta["config"], where=str(directory / "agent.json")))
+        weights = directory / "agent.safetensors"
         try:
-            tensors = load_file(str(directory / "agent.safetensors"))
+            with safe_open(str(weights), framework="pt", device="cpu") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            if META_KEY in header:  # written in the same rename as the weights: it wins
+                meta = json.loads(header[META_KEY])
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to replace
-            raise BadInput(f"cannot read {directory / 'agent.safetensors'} ({type(e).__name__}); "
+            raise BadInput(f"cannot read {weights} ({type(e).__name__}); "
                            "it is missing or corrupt: meta-train again or restore it") from None
-        agent.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        opt_state = agent.opt.state_dict()
-        for key, v in tensors.items():
-            if key.startswith("opt."):
-                _, pid, name = key.split(".", 2)
-                opt_state["state"].setdefault(int(pid), {})[name] = v
-        agent.opt.load_state_dict(opt_state)
-        agent.baselines = {k: float(v) for k, v in meta.get("baselines", {}).items()}
-        agent.updates = int(meta.get("updates", 0))
+        if not isinstance(meta, dict) or meta.get("format") != AGENT_FORMAT:
+            raise BadInput(f"{weights} is not an rcnas agent of format {AGENT_FORMAT}; "
+                           "meta-train a new one with rcnas meta-train")
+        agent = cls(from_dict(AgentConfig, meta.get("config"), where=str(directory / "agent.json")))
+        try:
+            agent.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+            opt_state = agent.opt.state_dict()
+            for key, v in tensors.items():
+                if key.startswith("opt."):
+                    _, pid, name = key.split(".", 2)
+                    opt_state["state"].setdefault(int(pid), {})[name] = v
+            agent.opt.load_state_dict(opt_state)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise BadInput(f"{weights} does not match the agent described by {directory / 'agent.json'} "
+                           f"({type(e).__name__}); restore the directory or meta-train again") from None
+        try:
+            agent.baselines = {str(k): float(v) for k, v in meta.get("baselines", {}).items()}
+            agent.updates = int(meta.get("updates", 0))
+        except (AttributeError, TypeError, ValueError):
+            raise BadInput(f"{directory / 'agent.json'} has malformed baselines or updates; "
+                           "restore the directory or meta-train again") from None
         return agent, meta
 
 

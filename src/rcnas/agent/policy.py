@@ -19,9 +19,15 @@ class PolicyNet(nn.Module):
         self.stage_mlp = nn.ModuleList(
             nn.Sequential(nn.Linear(2 * hidden + GLOBAL_FEATURES, hidden), nn.Tanh()) for _ in range(3))
         self.heads = nn.ModuleList(nn.Linear(hidden, sum(HEAD_SIZES)) for _ in range(3))
-        for head in self.heads:  # start near uniform: small logits
+        for head in self.heads:
             nn.init.normal_(head.weight, std=0.01)
-            nn.init.zeros_(head.bias)
+            # [choice] start near the teacher: prefer small moves (a uniform policy shrinks every stage
+            # by ~4 of 8 width levels per episode and lands far below the budget; with this prior the
+            # masks, which forbid what can no longer meet the budget, bring the network down to near
+            # it) and the basic block (the teachers' block: a robust stage cannot inherit weights).
+            with torch.no_grad():
+                head.bias.copy_(torch.cat([torch.linspace(1.0, -1.0, n) if n > 2 else torch.tensor([1.0, 0.0])
+                                           for n in HEAD_SIZES]))
 
     def forward(self, obs: torch.Tensor) -> list[torch.Tensor]:
         """obs (B, OBS_DIM) -> 9 logit tensors (B, n_choices), in head order d1 w1 b1 d2 ... b3."""

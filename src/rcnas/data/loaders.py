@@ -9,6 +9,7 @@ import gzip
 import importlib.resources
 import os
 import pickle
+import zipfile
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -343,7 +344,7 @@ def read_npz(path: Path) -> RawData:
         with f:
             arrays = {k: f[k] for k in f.files if k in ("x", "y")}
             keys = sorted(f.files)
-    except (ValueError, OSError, EOFError, zlib.error, KeyError) as e:
+    except (ValueError, OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as e:
         raise BadInput(f"{path} is not a readable .npz without pickled objects ({e}); "
                        f"save it with np.savez(path, x=images, y=labels)") from None
     if set(arrays) != {"x", "y"}:

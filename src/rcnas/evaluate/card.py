@@ -53,6 +53,9 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     data_split: str = "test"
     n_eval: int
+    aa_n_eval: int | None = None
+    """images AutoAttack ran on, when fewer than n_eval (a stratified subset, to bound CPU time);
+    aa_acc and aa_only_acc are then fractions of that subset"""
     params: int
     macs: int
     latency_ms_cpu: float | None = None
@@ -114,6 +117,9 @@ class ModelCard:
         from rcnas.config import from_dict
         return from_dict(cls, read_json(path), where=str(path))
 
+    def _aa_subset(self) -> str:
+        return "" if self.aa_n_eval is None else f" (on a stratified subset of n={self.aa_n_eval})"
+
     def to_markdown(self) -> str:
         def pct(v: float | None) -> str:
             return "-" if v is None else f"{v:.2%}"
@@ -126,8 +132,8 @@ class ModelCard:
             ("clean", pct(self.clean_acc)),
             ("PGD-20", pct(self.pgd20_acc)),
             ("CW-40", pct(self.cw40_acc)),
-            ("AutoAttack (worst case with the others)", pct(self.aa_acc)),
-            ("AutoAttack alone", pct(self.aa_only_acc)),
+            ("AutoAttack (worst case with the others)", pct(self.aa_acc) + self._aa_subset()),
+            ("AutoAttack alone", pct(self.aa_only_acc) + self._aa_subset()),
             ("worst case over all attacks", pct(self.worst_case_acc)),
             ("params", f"{self.params:,} ({self.params / 1e6:.2f} M)"),
             ("MACs", f"{self.macs:,} ({self.macs / 1e6:.2f} M)"),

@@ -116,17 +116,18 @@ class Trial:
     record: Record
 
 
-@dataclass(frozen=True)
+@dataclass
 class SearchResult:
     best: Trial
     trials: list[Trial]
     evaluations: int
     new_evaluations: int
     task: ResolvedTask
+    extra: dict = field(default_factory=dict)   # what the caller adds (searcher, seed, timings...)
 
     def summary(self) -> dict:
         t = self.task
-        return {"arch": self.best.arch.to_dict(), "macs": self.best.record.macs, "budget_macs": t.budget_macs,
+        return self.extra | {"arch": self.best.arch.to_dict(), "macs": self.best.record.macs, "budget_macs": t.budget_macs,
                 "teacher_macs": t.teacher_macs, "reward": self.best.reward,
                 "metrics": self.best.record.metrics, "evaluations": self.evaluations,
                 "new_evaluations": self.new_evaluations}

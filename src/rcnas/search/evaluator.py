@@ -40,16 +40,16 @@ def metric_for(attack: str) -> str:
 class ProxyConfig:
     """The short adversarial fine-tuning that scores a candidate (named and part of the cache key)."""
     epochs: int = 2                  # passes over the (sub-sampled) training split
-    batch_size: int = 32
+    batch_size: int = 64
     lr: float = 0.05
     recipe: str = "pgd"              # adversarial-training recipe of rcnas.train
     attack_steps: int = 3            # PGD steps while training
-    train_samples: int | None = None # stratified sub-sample of the training split (None: all)
+    train_samples: int | None = 1000 # stratified sub-sample of the training split (None: all)
     val_samples: int | None = 400    # stratified sub-sample of the validation split (None: all)
     val_steps: int = 10              # steps of the PGD and CW attacks that score the candidate
     inherit: str = "l1"              # weight-inheritance strategy: l1 | first
     lips_samples: int = 64           # validation images for the LIPS state feature
-    teacher_epochs: int = 30         # standard training of the cached teacher
+    teacher_epochs: int = 15         # standard training of the cached teacher
 
     def key(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -66,6 +66,11 @@ class Evaluator(ABC):
     def lips(self, task: ResolvedTask, arch: Arch) -> float:
         """Local Lipschitz estimate of the (inherited, untrained) sub-network: the agent's LIPS."""
         return 0.0
+
+    def space(self, task: ResolvedTask):
+        """The architectures this evaluator can score for `task` (default: the teacher's eighths)."""
+        from rcnas.search.space import SearchSpace
+        return SearchSpace.for_task(task)
 
 
 class CachedEvaluator:
@@ -131,8 +136,8 @@ class TrainEvaluator(Evaluator):
     def _splits(self, dataset: str):
         from rcnas.data import load_dataset
         splits = load_dataset(dataset, self.data_dir)
-        train = splits.train if self.proxy.train_samples is None else splits.train.subset(
-            self.proxy.train_samples, seed=0)
+        n = self.proxy.train_samples
+        train = splits.train if n is None or n >= len(splits.train) else splits.train.subset(n, seed=0)
         val = splits.val if self.proxy.val_samples is None else splits.val.subset(
             min(self.proxy.val_samples, len(splits.val)), seed=0)
         return splits.info, train, val

@@ -5,6 +5,7 @@ so an `Arch` is exact, hashable and usable as a cache key; `widths` gives the wi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -31,6 +32,13 @@ def normalize_block(name: str) -> str:
     except KeyError:
         raise BadInput(f"unknown block type {name!r}; use basic or robust "
                        "(basic_block and robust_res_block are accepted too)") from None
+
+
+def _stages(value: Any, what: str) -> tuple:
+    """`value` as a tuple of one entry per stage; anything else is a `BadInput` (never a TypeError)."""
+    if not isinstance(value, (tuple, list)) or len(value) != STAGES:
+        raise BadInput(f"architecture {what} needs {STAGES} values (one per stage), got {value!r}")
+    return tuple(value)
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -94,14 +102,14 @@ class Arch:
             raise BadInput(f"widths needs {STAGES} values (one per stage), got {widths!r}")
         channels = []
         for i, (w, base) in enumerate(zip(widths, STAGE_BASE)):
-            if isinstance(w, bool) or not isinstance(w, (int, float)):
-                raise BadInput(f"stage {i + 1} width must be a number, got {w!r}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise BadInput(f"stage {i + 1} width must be a finite number, got {w!r}")
             c = Fraction(w).limit_denominator(1 << 20) * base
             if c.denominator != 1:
                 raise BadInput(f"stage {i + 1} width {w:g} gives {float(c):g} channels; "
                                f"use a multiple of 1/{base}")
             channels.append(int(c))
-        return cls(tuple(depths), tuple(channels), tuple(blocks))  # type: ignore[arg-type]
+        return cls(_stages(depths, "depths"), tuple(channels), _stages(blocks, "blocks"))  # type: ignore[arg-type]
 
     @classmethod
     def wrn(cls, depth: int, widen: float, block: str = "basic") -> Arch:
@@ -150,7 +158,8 @@ class Arch:
             if ch[0] != STEM_CHANNELS:
                 raise BadInput(f"channel_configs[0] (the stem) must be {STEM_CHANNELS}, got {ch[0]!r}")
             blocks = data.get("block_types", ["basic_block"] * STAGES)
-            return cls(tuple(data["depth_configs"]), tuple(ch[1:]), tuple(blocks))
+            return cls(_stages(data["depth_configs"], "depth_configs"), tuple(ch[1:]),
+                       _stages(blocks, "block_types"))
         known = {"depths", "widths", "channels", "blocks"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -160,7 +169,8 @@ class Arch:
                            "depths: [4, 4, 2], widths: [2, 2, 1]")
         blocks = data.get("blocks", ["basic"] * STAGES)
         if "channels" in data:
-            return cls(tuple(data["depths"]), tuple(data["channels"]), tuple(blocks))
+            return cls(_stages(data["depths"], "depths"), _stages(data["channels"], "channels"),
+                       _stages(blocks, "blocks"))
         return cls.from_widths(data["depths"], data["widths"], blocks)
 
     # --- relation to a teacher ---------------------------------------------------------------

@@ -41,9 +41,8 @@ class ToyEvaluator(Evaluator):
 def toy_context(task: Task | None = None, store_path=":memory:", seed: int = 0, reward: str = "budget"):
     """A `SearchContext` over the toy evaluator (digits' shapes, no training)."""
     from rcnas.search.driver import SearchContext
-    from rcnas.search.space import SearchSpace
     resolved = resolve(task or Task("digits", "pgd", "wrn-28-2", "0.5x"))
-    return SearchContext(resolved, SearchSpace.for_task(resolved), ToyEvaluator(), Store(store_path),
-                         seed=seed, reward_name=reward)
+    ev = ToyEvaluator()
+    return SearchContext(resolved, ev.space(resolved), ev, Store(store_path), seed=seed, reward_name=reward)
 
 

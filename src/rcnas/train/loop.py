@@ -359,6 +359,7 @@ def _resume(out_dir: Path, cfg: TrainConfig, data_id: dict[str, Any], model: nn.
 
 # ---------------------------------------------------------------- fit
 
+@torch.enable_grad()
 def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, info: DatasetInfo,
         out_dir: str | Path | None = None, progress: bool = True,
         log: Callable[[dict], None] | None = None) -> TrainResult:

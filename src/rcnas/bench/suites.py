@@ -1,0 +1,365 @@
+"""The benchmarks. Each writes `<out>/<name>.json` ({"meta", "rows", ...}) and `<out>/<name>.md`.
+
+- `search`: regret to the table's exact optimum versus evaluations, many seeds, for the meta-trained
+  agent fine-tuned, the agent from scratch, random, evolution and TPE (tabular evaluator: seconds).
+- `adaptation`: on held-out task settings of the table, how many evaluations the fine-tuned
+  meta-trained agent needs to reach the final best reward of an agent trained from scratch.
+- `comparison`: the paper's comparison with real final adversarial training and evaluation: the
+  adversarially trained teacher, heuristic rules, the best of random search, and rcnas.
+- `throughput`: candidate evaluations per hour, and adversarial-training images/s of rcnas's trainer
+  against a bare PyTorch loop on the same model in the same run (ratio).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rcnas import __version__
+from rcnas.bench.runner import BENCHES
+from rcnas.io import write_json, write_text
+from rcnas.tasks import Task, resolve
+
+
+def machine_meta(seeds: Any, **extra: Any) -> dict[str, Any]:
+    import numpy
+    return {"rcnas": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
+            "cpus": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seeds": seeds, **extra}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _write(out: Path, name: str, result: dict[str, Any], markdown: str) -> Path:
+    write_json(out / f"{name}.json", result)
+    write_text(out / f"{name}.md", markdown)
+    return out / f"{name}.md"
+
+
+def _meta_lines(meta: dict[str, Any]) -> str:
+    return "\n".join(f"- {k}: {v}" for k, v in meta.items())
+
+
+# --- search efficiency on the table ----------------------------------------------------------------
+def _table_context(task: Task, seed: int):
+    from rcnas.search.driver import SearchContext
+    from rcnas.search.store import Store
+    from rcnas.search.table import TableEvaluator
+    resolved = resolve(task)
+    ev = _TABLE.setdefault("ev", TableEvaluator())
+    return SearchContext(resolved, ev.space(resolved), ev, Store(":memory:"), seed=seed)
+
+
+_TABLE: dict[str, Any] = {}
+
+SEARCH_METHODS = ("rcnas-meta", "rcnas-scratch", "random", "evolution", "tpe")
+
+
+def _searcher(method: str, ctx, seed: int):
+    from rcnas.api import load_agent
+    from rcnas.search.searchers import make_searcher
+    if method == "rcnas-meta":
+        return make_searcher("rcnas", ctx, seed, agent=load_agent("pretrained", seed)[0])
+    if method == "rcnas-scratch":
+        return make_searcher("rcnas", ctx, seed, agent=load_agent("scratch", seed)[0])
+    return make_searcher(method, ctx, seed)
+
+
+def _best_so_far(trials, n: int) -> list[float]:
+    best, out = float("-inf"), []
+    for t in trials[:n]:
+        best = max(best, t.reward)
+        out.append(best)
+    return out + [best] * (n - len(out))
+
+
+def _optimum(ctx) -> float:
+    ev = ctx.evaluator
+    return ev.optimum(ctx.task, ctx.metric, reward=ctx.reward)[1]
+
+
+@BENCHES.register("search")
+def bench_search(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
+                 evaluations: int = 40, task: Task | None = None) -> Path:
+    from rcnas.report.plots import plot_regret
+    from rcnas.search.driver import run_search
+    seeds = seeds or (5 if quick else 100)
+    evaluations = 12 if quick else evaluations
+    task = task or Task("digits", "pgd", "wrn-28-2", "0.5x")
+    out = Path(out)
+    rows, curves = [], {}
+    opt = _optimum(_table_context(task, 0))
+    for method in SEARCH_METHODS:
+        regrets = []
+        t0 = time.time()
+        for seed in range(seeds):
+            ctx = _table_context(task, seed)
+            result = run_search(_searcher(method, ctx, seed), evaluations, progress=False)
+            regrets.append([opt - b for b in _best_so_far(result.trials, evaluations)])
+        per_k = list(zip(*regrets))
+        means = [statistics.fmean(k) for k in per_k]
+        stds = [statistics.stdev(k) if len(k) > 1 else 0.0 for k in per_k]
+        curves[method] = (means, stds)
+        row = {"method": method, "seeds": seeds, "seconds": round(time.time() - t0, 1)}
+        for k in (5, 10, 20, evaluations):
+            if k <= evaluations:
+                m, s = mean_std(list(per_k[k - 1]))
+                row[f"regret@{k}"] = f"{m:.4f} ± {s:.4f}"
+                row[f"found_optimum@{k}"] = round(sum(r[k - 1] <= 1e-9 for r in regrets) / seeds, 3)
+        rows.append(row)
+    plot_regret(curves, out / "search_regret.png", title=f"regret to the table optimum ({task.attack}, {task.budget})")
+    meta = machine_meta(seeds, task=task.key(), evaluations=evaluations, optimum_reward=opt,
+                        evaluator="table", reward="budget")
+    result = {"meta": meta, "rows": rows, "curves": {k: {"mean": m, "std": s} for k, (m, s) in curves.items()}}
+    md = (f"# Search efficiency on the tabular benchmark\n\nRegret = optimum reward of the table within the budget "
+          f"minus the best reward found, after k distinct evaluations (mean ± std over {seeds} seeds).\n\n"
+          + _table_md(rows) + "\n![regret](search_regret.png)\n\n" + _meta_lines(meta) + "\n")
+    return _write(out, "search", result, md)
+
+
+def _table_md(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no rows)\n"
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+# --- adaptation ------------------------------------------------------------------------------------
+ADAPTATION_TASKS = tuple(Task("digits", a, "wrn-28-2", b) for a in ("pgd", "cw", "fgsm", "clean", "aa")
+                         for b in ("0.3x", "0.5x", "0.7x"))
+
+
+@BENCHES.register("adaptation")
+def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
+                     evaluations: int = 40) -> Path:
+    from rcnas.search.driver import run_search
+    seeds = seeds or (3 if quick else 20)
+    evaluations = 12 if quick else evaluations
+    tasks = ADAPTATION_TASKS[:3] if quick else ADAPTATION_TASKS
+    rows = []
+    for task in tasks:
+        needed, ratios = [], []
+        for seed in range(seeds):
+            scratch = run_search(_searcher("rcnas-scratch", _table_context(task, seed), seed), evaluations,
+                                 progress=False)
+            target = max(t.reward for t in scratch.trials)
+            meta = run_search(_searcher("rcnas-meta", _table_context(task, seed), seed), evaluations,
+                              progress=False)
+            curve = _best_so_far(meta.trials, evaluations)
+            k = next((i + 1 for i, b in enumerate(curve) if b >= target - 1e-12), None)
+            needed.append(k if k is not None else float("nan"))
+            ratios.append(curve[-1] - target)
+        reached = [k for k in needed if not math.isnan(k)]
+        m, s = mean_std(reached)
+        d, ds = mean_std(ratios)
+        rows.append({"task": f"{task.attack} @ {task.budget}", "seeds": seeds,
+                     "reached": f"{len(reached)}/{seeds}",
+                     "evals_to_scratch_final": f"{m:.1f} ± {s:.1f}" if reached else "never",
+                     "scratch_evals": evaluations,
+                     "meta_minus_scratch_final_reward": f"{d:+.4f} ± {ds:.4f}"})
+    meta = machine_meta(seeds, evaluations=evaluations, evaluator="table",
+                        note="teacher wrn-28-2 is never seen in meta-training (configs/meta-digits.yaml)")
+    md = ("# Adaptation to held-out task settings\n\nFor each held-out task setting: the number of evaluations "
+          "the fine-tuned meta-trained agent needs to reach the final best reward of an agent trained from "
+          f"scratch with {evaluations} evaluations (mean ± std over the seeds where it got there).\n\n"
+          + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
+    return _write(Path(out), "adaptation", {"meta": meta, "rows": rows}, md)
+
+
+# --- the paper's comparison with real final training ----------------------------------------------
+@BENCHES.register("comparison")
+def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
+                     dataset: str = "digits", budgets: tuple[str, ...] = ("0.5x",), evaluations: int = 20,
+                     epochs: int = 15, aa_samples: int | None = 100) -> Path:
+    from rcnas.pipeline import RunConfig, run_pipeline
+    n_seeds = seeds or (1 if quick else 3)
+    out = Path(out)
+    runs = out / "comparison-runs"
+    by_model: dict[tuple[str, str], list[dict]] = {}
+    for budget in budgets:
+        for seed in range(n_seeds):
+            cfg = RunConfig(dataset=dataset, budget=budget, seed=seed,
+                            evaluations=4 if quick else evaluations, final_epochs=1 if quick else epochs,
+                            aa_samples=30 if quick else aa_samples,
+                            baselines=("uniform", "last-stage", "compound", "random"))
+            summary = run_pipeline(cfg, out=runs / f"{dataset}-{budget}-s{seed}", progress=False)
+            for name, card in summary["models"].items():
+                by_model.setdefault((budget, name), []).append(card)
+    rows = []
+    for (budget, name), cards in by_model.items():
+        row: dict[str, Any] = {"budget": budget, "model": name, "seeds": len(cards)}
+        for key in ("clean_acc", "pgd20_acc", "cw40_acc", "aa_acc"):
+            m, s = mean_std([c[key] * 100 for c in cards if c.get(key) is not None])
+            row[key.replace("_acc", "")] = f"{m:.2f} ± {s:.2f}"
+        row["params"] = int(statistics.fmean(c["params"] for c in cards))
+        row["macs"] = int(statistics.fmean(c["macs"] for c in cards))
+        rows.append(row)
+    meta = machine_meta(n_seeds, dataset=dataset, budgets=list(budgets), final_epochs=epochs,
+                        search_evaluations=evaluations, aa_samples=aa_samples,
+                        note="clean/PGD-20/CW-40 on the whole test split; AutoAttack (worst case with the "
+                             "others) on a stratified subset of aa_samples test images")
+    md = ("# The paper's comparison on real data (final PGD adversarial training, test split)\n\n"
+          "Accuracies in %, mean ± std over seeds.\n\n" + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
+    return _write(out, "comparison", {"meta": meta, "rows": rows}, md)
+
+
+# --- proxy fidelity --------------------------------------------------------------------------------
+@BENCHES.register("fidelity")
+def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
+                   archs: int = 10, epochs: int = 15) -> Path:
+    """Rank correlation between the search proxy (the table's validation PGD accuracy) and full final
+    PGD adversarial training from the teacher's weights (test PGD-20 accuracy), over architectures
+    spread across the table's MACs range."""
+    import random
+
+    from scipy.stats import kendalltau, spearmanr
+
+    from rcnas.api import train_teacher
+    from rcnas.data import load_dataset
+    from rcnas.evaluate import evaluate_robustness
+    from rcnas.models import inherit
+    from rcnas.search.table import TableEvaluator
+    from rcnas.train import TrainConfig, fit
+    n_seeds = seeds or (1 if quick else 2)
+    n_archs, epochs = (4, 1) if quick else (archs, epochs)
+    task = resolve(Task("digits", "pgd", "wrn-28-2", "1.0x"))
+    ev = _TABLE.setdefault("ev", TableEvaluator())
+    space = ev.space(task)
+    states = sorted(space.all_states(), key=space.macs)
+    rng = random.Random(0)
+    picked = [states[int(i * (len(states) - 1) / (n_archs - 1))] for i in range(n_archs)]
+    picked = [rng.choice(states[max(0, states.index(s) - 20): states.index(s) + 20]) for s in picked]
+    splits = load_dataset("digits")
+    teacher = train_teacher("digits", "wrn-28-2", epochs=ev.table["proxy"]["teacher_epochs"], progress=False)
+    rows, proxy, full = [], [], []
+    t0 = time.time()
+    for state in picked:
+        arch = space.arch(state)
+        scores = []
+        for seed in range(n_seeds):
+            torch.manual_seed(seed)
+            model = inherit(teacher, arch)
+            cfg = TrainConfig(recipe="pgd", epochs=epochs, batch_size=64, lr=0.05, schedule="cosine",
+                              attack_steps=7, select_by="last", guard=False, seed=seed, device="cpu")
+            fit(model, splits.train, None, cfg, info=splits.info, progress=False)
+            r = evaluate_robustness(model, splits.test.x, splits.test.y, attacks=("clean", "pgd20"),
+                                    eps=task.eps, seed=seed)
+            scores.append(r.attacks["pgd20"])
+        p = ev.evaluate(task, arch, 0).metrics["pgd"]
+        proxy.append(p)
+        full.append(statistics.fmean(scores))
+        rows.append({"arch": str(arch), "macs": space.macs(state), "proxy_val_pgd10": round(p, 4),
+                     "final_test_pgd20": f"{statistics.fmean(scores):.4f} ± "
+                                         f"{statistics.stdev(scores) if len(scores) > 1 else 0:.4f}"})
+    rho, tau = spearmanr(proxy, full)[0], kendalltau(proxy, full)[0]
+    seconds_per_candidate = statistics.fmean(r["seconds"] for r in ev.table["rows"])
+    meta = machine_meta(n_seeds, archs=n_archs, final_epochs=epochs, spearman=round(float(rho), 3),
+                        kendall=round(float(tau), 3), proxy_seconds_per_candidate=round(seconds_per_candidate, 2),
+                        seconds=round(time.time() - t0, 1))
+    md = (f"# Proxy fidelity\n\nSpearman rho = **{rho:.3f}**, Kendall tau = {tau:.3f} between the search proxy "
+          f"(inherit + 2 epochs PGD-3 fine-tuning, PGD-10 on validation; {seconds_per_candidate:.1f} s per candidate "
+          f"when the table was built) and full training ({epochs} epochs PGD-7 from the teacher's weights, PGD-20 on "
+          f"the test split, mean over {n_seeds} seeds) for {n_archs} architectures across the table's MACs range.\n\n"
+          + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
+    return _write(Path(out), "fidelity", {"meta": meta, "rows": rows}, md)
+
+
+# --- throughput ------------------------------------------------------------------------------------
+def _bare_pgd_loop(model, x, y, eps: float, steps: int, batch: int) -> float:
+    """Plain PyTorch PGD-AT over the tensors: the baseline for the trainer's images/s."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    t0, n = time.perf_counter(), 0
+    for i in range(0, len(x) - batch + 1, batch):
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        model.eval()
+        delta = torch.empty_like(xb).uniform_(-eps, eps)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            loss = torch.nn.functional.cross_entropy(model((xb + delta).clamp(0, 1)), yb)
+            g, = torch.autograd.grad(loss, delta)
+            delta = (delta + 2.5 * eps / steps * g.sign()).clamp(-eps, eps).detach()
+        model.train()
+        loss = torch.nn.functional.cross_entropy(model((xb + delta).clamp(0, 1)), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        n += len(xb)
+    return n / (time.perf_counter() - t0)
+
+
+@BENCHES.register("throughput")
+def bench_throughput(out: str = "bench/results", seeds: int | None = None, quick: bool = False) -> Path:
+    from rcnas.data import load_dataset
+    from rcnas.models import build_model, teacher_arch
+    from rcnas.search.evaluator import ProxyConfig, TrainEvaluator
+    from rcnas.space.arch import Arch
+    from rcnas.train import TrainConfig, fit
+    splits = load_dataset("digits")
+    info = splits.info
+    repeats = seeds or (1 if quick else 3)
+    rows = []
+    for name, arch in (("teacher wrn-28-2", teacher_arch("wrn-28-2")), ("half-size sub-network", Arch.from_widths((3, 3, 2), (1.5, 1.5, 1.5)))):
+        ours, bare = [], []
+        for r in range(repeats):
+            torch.manual_seed(r)
+            m1 = build_model(arch, info.num_classes, info.channels, info.mean, info.std)
+            m2 = build_model(arch, info.num_classes, info.channels, info.mean, info.std)
+            m2.load_state_dict(m1.state_dict())
+            cfg = TrainConfig(recipe="pgd", epochs=1, batch_size=64, attack_steps=7, eps=info.default_eps,
+                              select_by="last", guard=False, seed=r, device="cpu")
+            res = fit(m1, splits.train, None, cfg, info=info, progress=False)
+            ours.append(res.history[-1]["time/img_per_s"])
+            bare.append(_bare_pgd_loop(m2, splits.train.x, splits.train.y, info.default_eps, 7, 64))
+        (mo, so), (mb, sb) = mean_std(ours), mean_std(bare)
+        rows.append({"model": name, "rcnas_img_per_s": f"{mo:.0f} ± {so:.0f}", "bare_img_per_s": f"{mb:.0f} ± {sb:.0f}",
+                     "ratio": round(mo / mb, 3)})
+    task = resolve(Task("digits", "pgd", "wrn-28-2", "0.5x"))
+    ev = TrainEvaluator(ProxyConfig())
+    ev._teacher("digits", "wrn-28-2")
+    times = []
+    for arch in (Arch.from_widths((2, 2, 2), (1, 1, 1)), Arch.from_widths((3, 3, 2), (1.5, 1.5, 1.5)),
+                 Arch.from_widths((4, 2, 1), (2, 1, 1)))[: 1 if quick else 3]:
+        t0 = time.perf_counter()
+        ev.evaluate(task, arch, 0)
+        times.append(time.perf_counter() - t0)
+    m, s = mean_std(times)
+    rows.append({"model": "candidate evaluation (digits proxy)", "seconds_per_candidate": f"{m:.2f} ± {s:.2f}",
+                 "candidates_per_hour": round(3600 / m)})
+    meta = machine_meta(repeats, note="PGD-7 adversarial training, batch 64, digits, fp32, CPU")
+    md = ("# Throughput\n\nrcnas's trainer against a bare PyTorch PGD-AT loop on the same model, same run "
+          "(ratio = rcnas / bare), and the cost of one candidate evaluation of the search proxy.\n\n"
+          + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
+    return _write(Path(out), "throughput", {"meta": meta, "rows": rows}, md)
+
+
+@BENCHES.register("all")
+def bench_all(out: str = "bench/results", seeds: int | None = None, quick: bool = False) -> Path:
+    for name in ("throughput", "search", "adaptation", "fidelity", "comparison"):
+        BENCHES.get(name)(out=out, seeds=seeds, quick=quick)
+    return Path(out)
+
+
+__all__ = ["bench_search", "bench_adaptation", "bench_comparison", "bench_throughput", "machine_meta",
+           "mean_std"]

@@ -1,0 +1,42 @@
+"""End to end: `rcnas run` on real digits data with tiny settings (teacher -> search -> final
+training -> evaluation -> report), and the contract of its outputs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rcnas.cli import main
+
+
+@pytest.mark.slow
+def test_run_end_to_end_on_digits(tmp_path, capsys) -> None:
+    from rcnas.pipeline import RunConfig, run_pipeline
+    out = tmp_path / "run"
+    cfg = RunConfig(agent="scratch", evaluations=2, teacher_epochs=2, final_epochs=1, eval_samples=60,
+                    aa_samples=20, baselines=("uniform",))
+    summary = run_pipeline(cfg, out=out, progress=False)
+    budget = summary["budget_macs"]
+    assert summary["search"]["macs"] <= budget
+    assert set(summary["models"]) == {"rcnas", "teacher-at", "uniform"}
+    for name, card in summary["models"].items():
+        assert card["aa_acc"] <= card["pgd20_acc"] <= card["clean_acc"], name
+        assert card["aa_n_eval"] == 20 and card["n_eval"] == 60
+        if name != "teacher-at":
+            assert card["macs"] <= budget
+    for f in ["report.md", "summary.json", "search/arch.yaml", "search/trials.jsonl", "search/reward_curve.png",
+              "models/rcnas/model.safetensors", "models/rcnas/card.json", "models/rcnas/card.md"]:
+        assert (out / f).is_file(), f
+    report = (out / "report.md").read_text()
+    assert f"{summary['models']['rcnas']['clean_acc'] * 100:.2f}" in report
+    # the found architecture loads back through the CLI, and `rcnas eval --json` speaks the contract
+    assert main(["cost", "--arch", str(out / "search" / "arch.yaml"), "--input-size", "8", "--channels", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["macs"] == summary["search"]["macs"]
+    assert main(["eval", str(out / "models" / "uniform"), "--attacks", "clean,pgd20", "--samples", "40",
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert {"clean", "pgd20", "cw40", "aa", "macs", "params"} <= set(got) and got["cw40"] is None
+    # rerunning the same command repeats no evaluation
+    again = run_pipeline(cfg, out=out, progress=False)
+    assert again["search"]["new_evaluations"] == 0
