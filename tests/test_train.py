@@ -118,9 +118,9 @@ def test_standard_training_reaches_90_percent(digits: Splits, standard_model) ->
     assert accuracy(model, digits.test) > 0.90
     assert res.epochs_run == 8 and len(res.history) == 8 and not res.guard_tripped
     row = res.history[-1]
-    for key in ("losses/train", "charts/lr", "eval/val_clean", "eval/val_robust", "time/epoch_s",
-                "time/img_per_s"):
+    for key in ("losses/train", "charts/lr", "eval/val_clean", "time/epoch_s", "time/img_per_s"):
         assert math.isfinite(row[key]), key
+    assert row["eval/val_robust"] is None  # a standard model is not attacked every epoch (pure cost)
     assert res.history[0]["losses/train"] > res.history[-1]["losses/train"]
     # the returned weights are the selected epoch's (standard: ranked by clean accuracy)
     assert res.val_clean == pytest.approx(accuracy(model, digits.val))
@@ -185,7 +185,7 @@ def test_recipes_registry_and_modes() -> None:
 
 def test_ema_weights_differ_and_are_evaluated(digits: Splits, tmp_path: Path) -> None:
     model = tiny_cnn()
-    cfg = TrainConfig(recipe="standard", epochs=3, ema=0.99, select_by="last", **FAST)
+    cfg = TrainConfig(recipe="pgd", attack_steps=2, epochs=3, ema=0.99, select_by="last", **FAST)
     res = fit(model, digits.train, digits.val, cfg, info=digits.info, out_dir=tmp_path, progress=False)
     raw, ema = tiny_cnn(), tiny_cnn()
     load_weights(ema, tmp_path / "last.safetensors")  # inference weights = EMA

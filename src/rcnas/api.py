@@ -128,8 +128,10 @@ def make_evaluator(name: str = "train", proxy: ProxyConfig | None = None, data_d
                    device: str = "cpu") -> Evaluator:
     if name == "train":
         return TrainEvaluator(proxy, data_dir, device)
-    import rcnas.testing  # noqa: F401  (registers the toy evaluator)
-    import rcnas.search.table  # noqa: F401  (registers the tabular evaluator)
+    if name == "toy":
+        import rcnas.testing  # noqa: F401  (registers the toy evaluator)
+    elif name == "table":
+        import rcnas.search.table  # noqa: F401  (registers the tabular evaluator)
     return EVALUATORS.create(name)
 
 

@@ -158,7 +158,22 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = RunConfig(dataset=args.dataset, seed=args.seed, final_epochs=args.epochs, evaluations=args.evaluations,
                     eval_samples=args.eval_samples, agent=args.agent, aa_samples=args.aa_samples or None)
     summary = run_pipeline(cfg, out=args.out, data_dir=args.data_dir)
-    _emit(args, summary, f"report: {Path(args.out) / 'report.md'}")
+    _emit(args, summary, _run_table(summary) + f"\nfull report: {Path(args.out) / 'report.md'}")
+
+
+def _run_table(summary: dict[str, Any]) -> str:
+    from rcnas.cost import format_macs
+    task = summary["task"]
+    lines = [f"{task['dataset']}: {task['attack']} at eps {summary['eps']:g}, teacher {summary['teacher']} "
+             f"({format_macs(summary['teacher_macs'])} MACs), budget {format_macs(summary['budget_macs'])} MACs",
+             f"{'model':<12} {'MACs':>7} {'clean':>7} {'PGD-20':>7} {'CW-40':>7} {'AA':>7}"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for name, c in summary["models"].items():
+        lines.append(f"{name:<12} {format_macs(c['macs']):>7} {pct(c['clean_acc']):>7} {pct(c['pgd20_acc']):>7} "
+                     f"{pct(c['cw40_acc']):>7} {pct(c['aa_acc']):>7}")
+    lines.append(f"(test split, n={next(iter(summary['models'].values()))['n_eval']}; AutoAttack = worst case "
+                 "with the other attacks, on the stratified subset given in each card)")
+    return "\n".join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -192,7 +192,8 @@ def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick
 @BENCHES.register("comparison")
 def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
                      dataset: str = "digits", budgets: tuple[str, ...] = ("0.5x",), evaluations: int = 20,
-                     epochs: int = 15, aa_samples: int | None = 100) -> Path:
+                     epochs: int = 15, aa_samples: int | None = 100,
+                     baselines: tuple[str, ...] = ("uniform", "random")) -> Path:
     from rcnas.pipeline import RunConfig, run_pipeline
     n_seeds = seeds or (1 if quick else 3)
     out = Path(out)
@@ -203,7 +204,7 @@ def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick
             cfg = RunConfig(dataset=dataset, budget=budget, seed=seed,
                             evaluations=4 if quick else evaluations, final_epochs=1 if quick else epochs,
                             aa_samples=30 if quick else aa_samples,
-                            baselines=("uniform", "last-stage", "compound", "random"))
+                            baselines=baselines)
             summary = run_pipeline(cfg, out=runs / f"{dataset}-{budget}-s{seed}", progress=False)
             for name, card in summary["models"].items():
                 by_model.setdefault((budget, name), []).append(card)

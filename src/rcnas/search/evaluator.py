@@ -148,6 +148,10 @@ class TrainEvaluator(Evaluator):
         return get_teacher(dataset, teacher, data_dir=self.data_dir, epochs=self.proxy.teacher_epochs,
                            device=self.device, progress=False)
 
+    def __getstate__(self) -> dict:
+        # shipped to executor workers: the driver's growing LIPS cache need not travel
+        return self.__dict__ | {"_lips_cache": {}}
+
     def attacks(self) -> tuple[str, ...]:
         n = self.proxy.val_steps
         return ("clean", "fgsm", f"pgd{n}", f"cw{n}")
@@ -158,8 +162,9 @@ class TrainEvaluator(Evaluator):
         from rcnas.train import TrainConfig, fit
         start = time.perf_counter()
         info, train, val = self._splits(task.dataset)
-        torch.manual_seed(seed)
-        model = inherit(self._teacher(task.dataset, task.teacher), arch, self.proxy.inherit)
+        teacher = self._teacher(task.dataset, task.teacher)  # loading (or training) it draws from the global RNG
+        torch.manual_seed(seed)  # so seed after it: a candidate's fresh weights never depend on the process's past
+        model = inherit(teacher, arch, self.proxy.inherit)
         p = self.proxy
         cfg = TrainConfig(recipe=p.recipe, epochs=p.epochs, batch_size=p.batch_size, lr=p.lr,
                           schedule="cosine", eps=task.eps, attack_steps=p.attack_steps,

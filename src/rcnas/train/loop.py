@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -44,6 +44,18 @@ GUARD_NEAR_ZERO = 0.02
 GUARD_CLEAN_HIGH = 0.5
 # Config fields that do not change the numbers, so a checkpoint may be resumed with others.
 RESUME_IGNORED = ("device", "compile")
+
+
+class Replica(Protocol):
+    """One process of a data-parallel run (rcnas.train.ddp.DDPReplica): `fit` trains through
+    `wrap(model)` on slice `rank` of every batch, makes the replicas' buffers agree after each epoch's
+    training, takes rank 0's validation metrics, and writes checkpoints only on rank 0."""
+    rank: int
+    world: int
+
+    def wrap(self, fwd: nn.Module) -> nn.Module: ...
+    def sync(self, module: nn.Module) -> None: ...
+    def agree(self, values: list[float | None]) -> list[float | None]: ...
 
 
 @dataclass(frozen=True)
@@ -162,14 +174,20 @@ def guard_trips(best_robust: float, robust: float, clean: float) -> bool:
 
 def _train_epoch(fwd: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, ema: EMA | None,
                  train: Split, cfg: TrainConfig, info: DatasetInfo, eps: float, recipe_name: str,
-                 epoch: int, steps_per_epoch: int, device: torch.device, progress: bool
-                 ) -> tuple[float, int, float]:
-    """One pass over `train`; returns (mean loss, images seen, seconds)."""
+                 epoch: int, steps_per_epoch: int, device: torch.device, progress: bool,
+                 shard: tuple[int, int] | None = None) -> tuple[float, int, float]:
+    """One pass over `train`; returns (mean loss, images seen, seconds). With `shard=(rank, world)`
+    (data parallel), every rank draws the same permutation and trains on its slice of each batch."""
     seed = epoch_seed(cfg.seed, epoch)
     gen = torch.Generator().manual_seed(seed)  # shuffling, augmentation, attack starts (CPU: any device)
     recipe = RECIPES.get(recipe_name)
     batches = iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,  # equal batches:
                               drop_last=len(train) > cfg.batch_size)  # no 1-image BN batch, no recompiles
+    if shard is not None:
+        rank, world = shard
+        batches = ((x[rank::world], y[rank::world]) for x, y in batches)
+        seed = epoch_seed(seed, rank)  # this rank's own augmentation, attack starts and dropout
+        gen = torch.Generator().manual_seed(seed)  # (the permutation keeps the generator passed above)
     model.train()
     loss_sum, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     # Dropout & co. draw from torch's global RNG: seed it per epoch too, and hand the caller theirs back.
@@ -362,7 +380,7 @@ def _resume(out_dir: Path, cfg: TrainConfig, data_id: dict[str, Any], model: nn.
 @torch.enable_grad()
 def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, info: DatasetInfo,
         out_dir: str | Path | None = None, progress: bool = True,
-        log: Callable[[dict], None] | None = None) -> TrainResult:
+        log: Callable[[dict], None] | None = None, replica: Replica | None = None) -> TrainResult:
     """Train `model` in place with `cfg.recipe`; on return it holds the selected epoch's weights
     (EMA weights when `cfg.ema`).
 
@@ -370,7 +388,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     continues a run found there: same cfg (device and compile may differ; epochs may grow only for a
     constant schedule), same data and architecture, else `BadInput`. A continued run ends with the
     same weights as an uninterrupted one (on CPU). `log(row)` gets each epoch's history row after
-    its checkpoint is written.
+    its checkpoint is written. `replica`: this process's part of a data-parallel run (rcnas.train.ddp).
     """
     t_start = time.perf_counter()
     if len(train) == 0:
@@ -390,6 +408,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     resumed = _resume(out, cfg, data_id, model, opt, ema) if out is not None else None
     run = resumed or _Run(recipe=cfg.recipe)
     fwd = torch.compile(model) if cfg.compile else model
+    fwd = replica.wrap(fwd) if replica is not None else fwd
+    shard = (replica.rank, replica.world) if replica is not None else None
+    writes = out is not None and (replica is None or replica.rank == 0)
     val_attack = make_attack(cfg.val_attack, eps, seed=cfg.seed)
     steps_per_epoch = len(train) // cfg.batch_size if len(train) > cfg.batch_size else 1
     if cfg.guard and cfg.recipe in FAST_RECIPES and val is None:
@@ -399,8 +420,13 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     for epoch in bar:
         t0 = time.perf_counter()
         loss, images, train_s = _train_epoch(fwd, model, opt, ema, train, cfg, info, eps, run.recipe, epoch,
-                                             steps_per_epoch, device, progress)
+                                             steps_per_epoch, device, progress, shard)
+        if replica is not None:
+            for m in (model, ema.module) if ema else (model,):
+                replica.sync(m)
         clean, robust = _validate(ema.module if ema else model, val, cfg, val_attack, device)
+        if replica is not None:
+            clean, robust = replica.agree([clean, robust])
         row: dict[str, Any] = {"epoch": epoch + 1, "losses/train": loss,
                                "charts/lr": opt.param_groups[0]["lr"],  # of the epoch's last step
                                "eval/val_clean": clean, "eval/val_robust": robust,
@@ -408,7 +434,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
         run.epoch = epoch + 1
         wrote = _guard_and_select(cfg, run, row, val is not None, model, opt, ema)
         run.history.append(row)
-        if out is not None:
+        if writes:
             _save(out, run, _state(cfg, run, data_id, opt, ema), model, opt, ema, wrote)
         bar.set_postfix(loss=f"{loss:.3f}", clean=_fmt(clean), robust=_fmt(robust))
         if log is not None:
