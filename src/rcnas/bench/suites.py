@@ -193,7 +193,7 @@ def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick
 def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
                      dataset: str = "digits", budgets: tuple[str, ...] = ("0.5x",), evaluations: int = 20,
                      epochs: int = 15, aa_samples: int | None = 100,
-                     baselines: tuple[str, ...] = ("uniform", "random")) -> Path:
+                     baselines: tuple[str, ...] = ("uniform",)) -> Path:
     from rcnas.pipeline import RunConfig, run_pipeline
     n_seeds = seeds or (1 if quick else 3)
     out = Path(out)
