@@ -191,3 +191,14 @@ def test_toy_evaluator_counts_calls() -> None:
     ctx.evaluator = ev
     ctx.evaluate_many([ctx.task.teacher_arch] * 3)
     assert ev.calls == 1
+
+
+def test_agent_searches_a_space_with_one_block_type() -> None:
+    """The tabular space has basic blocks only: the block head is masked to it."""
+    from rcnas.search.space import SearchSpace
+    ctx = toy_context()
+    ctx.space = SearchSpace(ctx.task.teacher_arch, ((1, 2, 4),) * 3, ((16, 32), (32, 64), (64, 128)), ("basic",),
+                            ctx.task.input_size, ctx.task.in_channels, ctx.task.num_classes)
+    result = run_search(make_searcher("rcnas", ctx, seed=0), 6, progress=False)
+    assert all(b == "basic" for t in result.trials for b in t.arch.blocks)
+    assert result.best.record.macs <= ctx.task.budget_macs

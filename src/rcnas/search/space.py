@@ -111,6 +111,9 @@ class SearchSpace:
         head = len(prefix) % 3
         out = []
         for choice in range(HEAD_SIZES[head]):
+            if head == 2 and choice >= len(self.blocks):  # a space with fewer block types
+                out.append(False)
+                continue
             ok = self.feasible(state, prefix + (choice,), steps_left, budget)
             if ok and head == 2 and self.blocks[choice] == "robust":
                 # every intermediate network must be buildable: a robust block needs >= 16 channels
