@@ -17,7 +17,6 @@ from torch import nn
 from rcnas.attacks import (ATTACKS, CW, FGSM, NORMS, PGD, Attack, AutoAttack, Clean, local_lipschitz,
                            make_attack, pgd, project)
 from rcnas.errors import BadInput
-from rcnas.testing.tiny import digits_split, train_cnn
 
 EPS = 0.15  # digits' default L-inf radius (pixel values are k/16)
 
@@ -25,16 +24,6 @@ EPS = 0.15  # digits' default L-inf radius (pixel values are k/16)
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
-
-
-@pytest.fixture(scope="module")
-def data() -> SimpleNamespace:
-    return digits_split()
-
-
-@pytest.fixture(scope="module")
-def model(data) -> nn.Module:
-    return train_cnn(data)
 
 
 @pytest.fixture(scope="module")

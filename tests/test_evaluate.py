@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from torch import nn
 
 from rcnas.attacks import CW, FGSM, PGD, AutoAttack, make_attack
 from rcnas.errors import BadInput
-from rcnas.testing.tiny import digits_split, train_cnn
 from rcnas.evaluate import ModelCard, RobustnessResult, evaluate_robustness, measure_latency
 
 EPS = 0.15
@@ -23,16 +21,6 @@ class Quantise(nn.Module):
 
     def forward(self, x):
         return torch.round(x * 16) / 16
-
-
-@pytest.fixture(scope="module")
-def data() -> SimpleNamespace:
-    return digits_split()
-
-
-@pytest.fixture(scope="module")
-def model(data) -> nn.Module:
-    return train_cnn(data)
 
 
 @pytest.fixture(scope="module")
