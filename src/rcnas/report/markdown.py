@@ -259,8 +259,10 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
                      + (f", {fmt_value(first.get('threat_model', 'Linf'))} eps = {ceps:g}"
                         + (f" ({ceps * 255:.4g}/255)" if first.get("threat_model", "Linf") == "Linf" else "")
                         if ceps is not None else "")
-                     + ". AutoAttack is the per-sample worst case over AutoAttack and the other attacks; "
-                     "MACs and latency are per image.")
+                     + ". AutoAttack is the per-sample worst case over AutoAttack and the other attacks"
+                     + (f", on a stratified subset of n = {fmt_value(first['aa_n_eval'])} test images"
+                        if first.get("aa_n_eval") else "")
+                     + "; MACs and latency are per image.")
         lines.append("")
         rows = []
         for name, c in cards.items():
