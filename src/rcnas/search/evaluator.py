@@ -3,8 +3,8 @@
 `TrainEvaluator` is the real proxy: inherit the teacher's weights, adversarially fine-tune briefly,
 then measure accuracy under several attacks on the validation split. One proxy training serves
 every attack kind and every budget of a (dataset, teacher, eps), so results are stored under that
-evaluation key and a task picks its own metric. `CachedEvaluator` puts any evaluator behind the
-persistent store and counts evaluations toward the search's budget.
+evaluation key and a task picks its own metric. The search context puts any evaluator behind the
+persistent store and counts evaluations (`rcnas.search.driver.SearchContext.evaluate_many`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import json
 import time
 import traceback
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import torch
@@ -20,7 +20,7 @@ import torch
 from rcnas.cost import arch_cost
 from rcnas.errors import BadInput
 from rcnas.registry import Registry
-from rcnas.search.store import Record, Store
+from rcnas.search.store import Record
 from rcnas.space.arch import Arch
 from rcnas.tasks import ResolvedTask, attack_kind
 
@@ -71,38 +71,6 @@ class Evaluator(ABC):
         """The architectures this evaluator can score for `task` (default: the teacher's eighths)."""
         from rcnas.search.space import SearchSpace
         return SearchSpace.for_task(task)
-
-
-class CachedEvaluator:
-    """An evaluator behind the store, counting evaluations toward a budget.
-
-    `evaluations` counts distinct architectures asked for in this search (found in the store or
-    not); `new_evaluations` counts those actually computed in this run.
-    """
-
-    def __init__(self, evaluator: Evaluator, store: Store, task: ResolvedTask, seed: int = 0) -> None:
-        self.evaluator, self.store, self.task, self.seed = evaluator, store, task, seed
-        self.seen: dict[Arch, Record] = {}
-        self.new_evaluations = 0
-
-    @property
-    def evaluations(self) -> int:
-        return len(self.seen)
-
-    def lookup(self, arch: Arch) -> Record | None:
-        if arch in self.seen:
-            return self.seen[arch]
-        return self.store.get(self.task.eval_key, arch, self.evaluator.proxy_key, self.seed)
-
-    def __call__(self, arch: Arch) -> Record:
-        record = self.lookup(arch)
-        if record is None:
-            record = safe_evaluate(self.evaluator, self.task, arch, self.seed)
-            self.new_evaluations += 1
-            self.store.put(self.task.eval_key, self.evaluator.proxy_key, self.seed, record)
-            record = self.store.get(self.task.eval_key, arch, self.evaluator.proxy_key, self.seed) or record
-        self.seen[arch] = record
-        return record
 
 
 def safe_evaluate(evaluator: Evaluator, task: ResolvedTask, arch: Arch, seed: int,
@@ -192,23 +160,3 @@ class TrainEvaluator(Evaluator):
             n = self.proxy.lips_samples
             self._lips_cache[key] = local_lipschitz(model, val.x[:n], val.y[:n], make_attack(name, task.eps))
         return self._lips_cache[key]
-
-
-def make_evaluator(name: str, **kwargs) -> Evaluator:
-    return EVALUATORS.create(name, **kwargs)
-
-
-@dataclass(frozen=True)
-class EvaluatorSpec:
-    """How a run's evaluator is made (written into the run directory)."""
-    name: str = "train"
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-
-    def build(self, data_dir: str | None = None, device: str = "cpu") -> Evaluator:
-        if self.name == "train":
-            return TrainEvaluator(self.proxy, data_dir, device)
-        return make_evaluator(self.name)
-
-
-def with_proxy(spec: EvaluatorSpec, **changes) -> EvaluatorSpec:
-    return replace(spec, proxy=replace(spec.proxy, **changes))
