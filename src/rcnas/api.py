@@ -172,8 +172,7 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     store_path = Path(store) if store else (out / "store.sqlite" if out else ":memory:")
     ev = make_evaluator(evaluator, proxy, data_dir, device)
     ctx = SearchContext(resolved, ev.space(resolved), ev, Store(store_path), seed=seed,
-                        reward_name=reward, executor=_make_executor(executor, address=ray_address)
-                        if executor == "ray" else _make_executor(executor))
+                        reward_name=reward, executor=_make_executor(executor, address=ray_address))
     extra: dict[str, Any] = {}
     kwargs: dict[str, Any] = {}
     if searcher == "rcnas":

@@ -137,7 +137,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_meta_train(args: argparse.Namespace) -> None:
     from rcnas.agent.agent import AgentConfig
     from rcnas.api import meta_train
-    from rcnas.config import from_dict, load_yaml
+    from rcnas.config import from_dict
     from rcnas.io import read_yaml
     from rcnas.tasks import Buffers
     raw = read_yaml(args.buffers) or {}
@@ -145,7 +145,6 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
         raise BadInput(f"{args.buffers}: expected a mapping with datasets, attacks, teachers, budgets")
     agent_cfg = from_dict(AgentConfig, raw.pop("agent", {}) or {}, where=f"{args.buffers}.agent")
     buffers = from_dict(Buffers, raw, where=str(args.buffers))
-    del load_yaml
     agent = meta_train(buffers, args.out, episodes=args.episodes, seed=args.seed, evaluator=args.evaluator,
                        proxy=_proxy_from_args(args), agent_cfg=agent_cfg, store=args.store,
                        reward=args.reward, data_dir=args.data_dir, device=args.device)
