@@ -32,8 +32,13 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+# The CPU benchmarks behind bench/results/*.md (hours on 2 cores). The GPU ones (throughput at
+# CIFAR scale, fidelity, configs/comparison-gpu.yaml) run with bench/gpu.sh on a GPU machine.
 bench: $(VENV)/.installed-test
-	$(BIN)/rcnas bench all --out bench/results
+	$(BIN)/rcnas bench throughput --out bench/results
+	$(BIN)/rcnas bench search --seeds 100 --out bench/results
+	$(BIN)/rcnas bench adaptation --seeds 5 --out bench/results
+	$(BIN)/rcnas bench comparison --config configs/comparison-digits.yaml --out bench/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -153,9 +153,18 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from rcnas.config import from_dict
+    from rcnas.io import read_yaml
     from rcnas.pipeline import RunConfig, run_pipeline
-    cfg = RunConfig(dataset=args.dataset, seed=args.seed, final_epochs=args.epochs, evaluations=args.evaluations,
-                    eval_samples=args.eval_samples, agent=args.agent, aa_samples=args.aa_samples or None)
+    base = from_dict(RunConfig, read_yaml(args.config) or {}, where=args.config) if args.config else RunConfig()
+    flags = {"dataset": args.dataset, "seed": args.seed, "final_epochs": args.epochs, "budget": args.budget,
+             "attack": args.attack, "evaluations": args.evaluations, "eval_samples": args.eval_samples,
+             "agent": args.agent, "device": None if args.device == "auto" else args.device}
+    cfg = replace(base, **{k: v for k, v in flags.items() if v is not None})  # flags given override the file
+    if args.aa_samples is not None:
+        cfg = replace(cfg, aa_samples=args.aa_samples or None)  # 0: the whole test split
     summary = run_pipeline(cfg, out=args.out, data_dir=args.data_dir)
     _emit(args, summary, _run_table(summary) + f"\nfull report: {Path(args.out) / 'report.md'}")
 
@@ -166,7 +175,7 @@ def _run_table(summary: dict[str, Any]) -> str:
     lines = [f"{task['dataset']}: {task['attack']} at eps {summary['eps']:g}, teacher {summary['teacher']} "
              f"({format_macs(summary['teacher_macs'])} MACs), budget {format_macs(summary['budget_macs'])} MACs",
              f"{'model':<12} {'MACs':>7} {'clean':>7} {'PGD-20':>7} {'CW-40':>7} {'AA':>7}"]
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
     for name, c in summary["models"].items():
         lines.append(f"{name:<12} {format_macs(c['macs']):>7} {pct(c['clean_acc']):>7} {pct(c['pgd20_acc']):>7} "
                      f"{pct(c['cw40_acc']):>7} {pct(c['aa_acc']):>7}")
@@ -183,7 +192,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from rcnas.bench import run_bench
-    path = run_bench(args.which, out=args.out, seeds=args.seeds, quick=args.quick)
+    path = run_bench(args.which, out=args.out, seeds=args.seeds, quick=args.quick, config=args.config,
+                     jobs=args.jobs, summarize_only=args.summarize_only, data_dir=args.data_dir,
+                     device=args.device, scale=args.scale)
     print(f"wrote {path}")
 
 
@@ -292,12 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_search)
 
     sp = sub.add_parser("run", help="the whole pipeline: teacher, agent, search, final training, evaluation, report")
-    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--config", help="a RunConfig YAML (e.g. configs/run-fashion-gpu.yaml); flags override it")
+    sp.add_argument("--dataset", help="default: digits")
+    sp.add_argument("--attack", help="the task's attack (default: pgd)")
+    sp.add_argument("--budget", help="MACs budget: 0.5x (of the teacher), 5M, 2.5e6 (default: 0.5x)")
     sp.add_argument("--out", default="runs/default")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--agent", default="pretrained", help="pretrained, scratch, or an AGENT_DIR")
-    sp.add_argument("--aa-samples", type=int, default=100,
-                    help="AutoAttack on a stratified subset of this size (0: the whole test split)")
+    sp.add_argument("--seed", type=int)
+    sp.add_argument("--agent", help="pretrained (default), scratch, or an AGENT_DIR")
+    sp.add_argument("--aa-samples", type=int,
+                    help="AutoAttack on a stratified subset of this size (0: the whole test split; default 100)")
     sp.add_argument("--epochs", type=int, help="final adversarial-training epochs")
     sp.add_argument("--evaluations", type=int, help="candidate evaluations of the fine-tuning search")
     sp.add_argument("--eval-samples", type=int, help="evaluate on a stratified subset of the test split (default: all)")
@@ -313,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="bench/results")
     sp.add_argument("--seeds", type=int)
     sp.add_argument("--quick", action="store_true", help="tiny settings, to check the harness")
+    sp.add_argument("--config", help="comparison: a ComparisonConfig YAML (configs/comparison-*.yaml)")
+    sp.add_argument("--jobs", type=int, help="comparison: runs at once, in separate processes")
+    sp.add_argument("--summarize-only", action="store_true", help="comparison: only summarize finished runs")
+    sp.add_argument("--data-dir", help="comparison: where local datasets live (else $RCNAS_DATA)")
+    sp.add_argument("--device", help="throughput: cpu, cuda, cuda:N (default: cpu)")
+    sp.add_argument("--scale", choices=("digits", "cifar"),
+                    help="throughput: digits (the search's models) or cifar (WRN-16-4/WRN-28-10 at 32x32)")
     sp.set_defaults(fn=cmd_bench)
     return p
 

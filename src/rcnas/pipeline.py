@@ -40,21 +40,37 @@ class RunConfig:
     aa_samples: int | None = 100     # [choice] AutoAttack on a stratified 100-image subset: on CPU it
                                      # costs seconds per robust image; None: the whole test split
     baselines: tuple[str, ...] = ("uniform",)
+    device: str = "auto"             # every stage: teacher, search proxy, final training, evaluation
+    final_batch_size: int = 64
+    final_lr: float = 0.05
+    final_train_samples: int | None = None  # None: the whole train split; n: a stratified subset (CPU)
+    final_bf16: bool = False         # bf16 autocast (training forward only) + channels_last; attacks stay fp32
 
 
 def _final_epochs(cfg: RunConfig) -> int:
     return cfg.final_epochs if cfg.final_epochs is not None else 15
 
 
+def _machine(device: str) -> dict[str, Any]:
+    import platform
+
+    import torch
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    return {"device": device, "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
     from rcnas import api
+    from rcnas.device import resolve_device
     from rcnas.models import inherit
     from rcnas.search.driver import SearchContext
     from rcnas.search.searchers import make_searcher
     from rcnas.search.store import Store
     from rcnas.tasks import resolve
     out = Path(out)
+    device = str(resolve_device(cfg.device))  # a bad device fails here, before any work
     save_yaml(cfg, out / "run.yaml")
     timings: dict[str, float] = {}
     task = Task(cfg.dataset, cfg.attack, cfg.teacher, cfg.budget)
@@ -63,7 +79,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
 
     t = time.time()
     teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress,
-                                epochs=cfg.teacher_epochs)
+                                epochs=cfg.teacher_epochs, device=device)
     timings["teacher"] = time.time() - t
 
     t = time.time()
@@ -71,18 +87,18 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     evaluations = cfg.evaluations or agent.cfg.episodes_per_update * 5
     proxy = api.ProxyConfig(epochs=cfg.proxy_epochs, teacher_epochs=cfg.teacher_epochs)
     result = api.search(task, searcher="rcnas", agent=cfg.agent, evaluations=evaluations, proxy=proxy,
-                        seed=cfg.seed, out=out / "search", data_dir=data_dir, progress=progress)
+                        seed=cfg.seed, out=out / "search", data_dir=data_dir, device=device, progress=progress)
     timings["search"] = time.time() - t
 
     # the baselines at the same budget: each heuristic rule proposes one network
-    ev = api.make_evaluator("train", proxy, data_dir)
+    ev = api.make_evaluator("train", proxy, data_dir, device)
     ctx = SearchContext(resolved, ev.space(resolved), ev, Store(out / "search" / "store.sqlite"), seed=cfg.seed)
     models = {"rcnas": result.best.arch, "teacher-at": resolved.teacher_arch}
     for name in cfg.baselines:
         if name in ("random", "evolution", "tpe"):  # search baselines: same evaluations, same store
             res = api.search(task, searcher=name, evaluations=evaluations, proxy=proxy, seed=cfg.seed,
                              out=out / f"search-{name}", store=out / "search" / "store.sqlite",
-                             data_dir=data_dir, progress=progress)
+                             data_dir=data_dir, device=device, progress=progress)
             models[name] = res.best.arch
         else:  # heuristic rules: one network each
             models[name] = make_searcher(name, ctx, cfg.seed).ask()
@@ -94,10 +110,12 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
         # [choice] final training starts from the teacher's inherited weights, for every network alike
         api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
                   seed=cfg.seed, data_dir=data_dir, progress=progress, init=inherit(teacher, arch),
-                  attack_steps=cfg.final_attack_steps, batch_size=64, lr=0.05, schedule="cosine")
+                  attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
+                  schedule="cosine", device=device, train_samples=cfg.final_train_samples,
+                  bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
         timings[f"train/{name}"] = time.time() - t
         t = time.time()
-        card = api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress,
+        card = api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
                             name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples)
         timings[f"eval/{name}"] = time.time() - t
         cards[name] = card.to_dict()
@@ -105,7 +123,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     summary = {"task": to_dict(task), "teacher": resolved.teacher, "eps": resolved.eps,
                "budget_macs": resolved.budget_macs, "teacher_macs": resolved.teacher_macs,
                "search": read_json(out / "search" / "search.json"), "models": cards,
-               "timings_s": timings, "config": to_dict(cfg)}
+               "timings_s": timings, "config": to_dict(cfg), "machine": _machine(device)}
     write_json(out / "summary.json", summary)
     try:
         from rcnas.report import write_report

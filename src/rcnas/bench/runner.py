@@ -1,14 +1,28 @@
-"""Placeholder registry; filled by rcnas.bench.suites."""
+"""The benchmark registry; filled by rcnas.bench.suites and rcnas.bench.comparison."""
 from __future__ import annotations
+
+from typing import Any
 
 from rcnas.registry import Registry
 
 BENCHES: Registry = Registry("benchmark")
 
 
-def run_bench(which: str, out: str = "bench/results", seeds: int | None = None, quick: bool = False):
-    import rcnas.bench.suites  # noqa: F401  (registers the benchmarks)
+def run_bench(which: str, out: str = "bench/results", seeds: int | None = None, quick: bool = False,
+              **options: Any):
+    """Run benchmark `which`; `options` are that benchmark's own (None values are dropped)."""
+    import rcnas.bench.comparison
+    import rcnas.bench.suites  # noqa: F401
     if which == "build-table":
         from rcnas.bench.table_builder import build_table
         return build_table()
-    return BENCHES.get(which)(out=out, seeds=seeds, quick=quick)
+    import inspect
+
+    from rcnas.errors import BadInput
+    bench = BENCHES.get(which)
+    given = {k: v for k, v in options.items() if v not in (None, False)}
+    accepted = inspect.signature(bench).parameters
+    for key in given:
+        if key not in accepted:
+            raise BadInput(f"bench {which} takes no --{key.replace('_', '-')}; see rcnas bench --help")
+    return bench(out=out, seeds=seeds, quick=quick, **given)

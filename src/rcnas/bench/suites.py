@@ -23,6 +23,7 @@ import torch
 
 from rcnas import __version__
 from rcnas.bench.runner import BENCHES
+from rcnas.errors import BadInput
 from rcnas.io import write_json, write_text
 from rcnas.tasks import Task, resolve
 
@@ -188,74 +189,23 @@ def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick
     return _write(Path(out), "adaptation", {"meta": meta, "rows": rows}, md)
 
 
-# --- the paper's comparison with real final training ----------------------------------------------
-@BENCHES.register("comparison")
-def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
-                     dataset: str = "digits", budgets: tuple[str, ...] = ("0.5x",), evaluations: int = 20,
-                     epochs: int = 15, aa_samples: int | None = 100,
-                     baselines: tuple[str, ...] = ("uniform",)) -> Path:
-    """`rcnas run` (teacher -> agent -> search -> final training -> evaluation) for every seed and budget."""
-    from rcnas.pipeline import RunConfig, run_pipeline
-    n_seeds = seeds or (1 if quick else 3)
-    runs = Path(out) / "comparison-runs"
-    for budget in budgets:
-        for seed in range(n_seeds):
-            cfg = RunConfig(dataset=dataset, budget=budget, seed=seed,
-                            evaluations=4 if quick else evaluations, final_epochs=1 if quick else epochs,
-                            aa_samples=30 if quick else aa_samples, baselines=baselines)
-            run_pipeline(cfg, out=runs / f"{dataset}-{budget}-s{seed}", progress=False)
-    return summarize_comparison(out)
-
-
-def summarize_comparison(out: str | Path = "bench/results") -> Path:
-    """Aggregate every finished run under `<out>/comparison-runs` into comparison.json / .md."""
-    import json
-    out = Path(out)
-    summaries = [json.loads(p.read_text()) for p in sorted((out / "comparison-runs").glob("*/summary.json"))]
-    by_model: dict[tuple[str, str, str], list[dict]] = {}
-    for sm in summaries:
-        for name, card in sm["models"].items():
-            by_model.setdefault((sm["task"]["dataset"], sm["task"]["budget"], name), []).append(card)
-    rows = []
-    for (dataset, budget, name), cards in by_model.items():
-        row: dict[str, Any] = {"dataset": dataset, "budget": budget, "model": name, "seeds": len(cards)}
-        for key in ("clean_acc", "pgd20_acc", "cw40_acc", "aa_acc"):
-            m, s = mean_std([c[key] * 100 for c in cards if c.get(key) is not None])
-            row[key.replace("_acc", "")] = f"{m:.2f} ± {s:.2f}"
-        row["params"] = int(statistics.fmean(c["params"] for c in cards))
-        row["macs"] = int(statistics.fmean(c["macs"] for c in cards))
-        rows.append(row)
-    cfg = summaries[0]["config"] if summaries else {}
-    meta = machine_meta([sm["config"]["seed"] for sm in summaries], runs=len(summaries),
-                        final_epochs=cfg.get("final_epochs"), search_evaluations=cfg.get("evaluations"),
-                        aa_samples=cfg.get("aa_samples"), final_recipe=cfg.get("final_recipe"),
-                        note="clean/PGD-20/CW-40 on the whole test split; AutoAttack (worst case with the "
-                             "others) on a stratified subset of aa_samples test images")
-    md = ("# The paper's comparison on real data (`rcnas run` per seed: final PGD adversarial training, "
-          "test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped meta-trained agent "
-          "fine-tuned on the held-out task; teacher-at = the teacher adversarially trained the same way; "
-          "uniform = the teacher shrunk uniformly to the same budget.\n\n" + _table_md(rows) + "\n"
-          + _meta_lines(meta) + "\n")
-    return _write(out, "comparison", {"meta": meta, "rows": rows}, md)
-
-
 # --- proxy fidelity --------------------------------------------------------------------------------
 @BENCHES.register("fidelity")
 def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
-                   archs: int = 10, epochs: int = 15) -> Path:
+                   archs: int = 10, epochs: int = 15, device: str = "cpu") -> Path:
     """Rank correlation between the search proxy (the table's validation PGD accuracy) and full final
     PGD adversarial training from the teacher's weights (test PGD-20 accuracy), over architectures
-    spread across the table's MACs range."""
+    spread across the table's MACs range. The summary is rewritten after every architecture."""
     import random
-
-    from scipy.stats import kendalltau, spearmanr
 
     from rcnas.api import train_teacher
     from rcnas.data import load_dataset
+    from rcnas.device import resolve_device
     from rcnas.evaluate import evaluate_robustness
     from rcnas.models import inherit
     from rcnas.search.table import TableEvaluator
     from rcnas.train import TrainConfig, fit
+    dev = str(resolve_device(device))
     n_seeds = seeds or (1 if quick else 2)
     n_archs, epochs = (4, 1) if quick else (archs, epochs)
     task = resolve(Task("digits", "pgd", "wrn-28-2", "1.0x"))
@@ -267,8 +217,10 @@ def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: 
     picked = [rng.choice(states[max(0, states.index(s) - 20): states.index(s) + 20]) for s in picked]
     splits = load_dataset("digits")
     teacher = train_teacher("digits", "wrn-28-2", epochs=ev.table["proxy"]["teacher_epochs"], progress=False)
+    seconds_per_candidate = statistics.fmean(r["seconds"] for r in ev.table["rows"])
     rows, proxy, full = [], [], []
     t0 = time.time()
+    path = Path(out) / "fidelity.md"
     for state in picked:
         arch = space.arch(state)
         scores = []
@@ -276,10 +228,10 @@ def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: 
             torch.manual_seed(seed)
             model = inherit(teacher, arch)
             cfg = TrainConfig(recipe="pgd", epochs=epochs, batch_size=64, lr=0.05, schedule="cosine",
-                              attack_steps=7, select_by="last", guard=False, seed=seed, device="cpu")
+                              attack_steps=7, select_by="last", guard=False, seed=seed, device=dev)
             fit(model, splits.train, None, cfg, info=splits.info, progress=False)
             r = evaluate_robustness(model, splits.test.x, splits.test.y, attacks=("clean", "pgd20"),
-                                    eps=task.eps, seed=seed)
+                                    eps=task.eps, seed=seed, device=dev)
             scores.append(r.attacks["pgd20"])
         p = ev.evaluate(task, arch, 0).metrics["pgd"]
         proxy.append(p)
@@ -287,23 +239,34 @@ def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: 
         rows.append({"arch": str(arch), "macs": space.macs(state), "proxy_val_pgd10": round(p, 4),
                      "final_test_pgd20": f"{statistics.fmean(scores):.4f} ± "
                                          f"{statistics.stdev(scores) if len(scores) > 1 else 0:.4f}"})
+        if len(rows) >= 3:  # a partial summary survives a time limit
+            path = _write_fidelity(Path(out), rows, proxy, full, n_seeds, n_archs, epochs, dev,
+                                   seconds_per_candidate, time.time() - t0)
+    return path
+
+
+def _write_fidelity(out: Path, rows: list[dict[str, Any]], proxy: list[float], full: list[float], n_seeds: int,
+                    n_archs: int, epochs: int, device: str, seconds_per_candidate: float, seconds: float) -> Path:
+    from scipy.stats import kendalltau, spearmanr
     rho, tau = spearmanr(proxy, full)[0], kendalltau(proxy, full)[0]
-    seconds_per_candidate = statistics.fmean(r["seconds"] for r in ev.table["rows"])
-    meta = machine_meta(n_seeds, archs=n_archs, final_epochs=epochs, spearman=round(float(rho), 3),
-                        kendall=round(float(tau), 3), proxy_seconds_per_candidate=round(seconds_per_candidate, 2),
-                        seconds=round(time.time() - t0, 1))
+    meta = machine_meta(n_seeds, archs=f"{len(rows)} of {n_archs}", final_epochs=epochs, device=device,
+                        spearman=round(float(rho), 3), kendall=round(float(tau), 3),
+                        proxy_seconds_per_candidate=round(seconds_per_candidate, 2), seconds=round(seconds, 1))
     md = (f"# Proxy fidelity\n\nSpearman rho = **{rho:.3f}**, Kendall tau = {tau:.3f} between the search proxy "
           f"(inherit + 2 epochs PGD-3 fine-tuning, PGD-10 on validation; {seconds_per_candidate:.1f} s per candidate "
-          f"when the table was built) and full training ({epochs} epochs PGD-7 from the teacher's weights, PGD-20 on "
-          f"the test split, mean over {n_seeds} seeds) for {n_archs} architectures across the table's MACs range.\n\n"
-          + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
-    return _write(Path(out), "fidelity", {"meta": meta, "rows": rows}, md)
+          f"on CPU when the table was built) and full training ({epochs} epochs PGD-7 from the teacher's weights, "
+          f"PGD-20 on the test split, mean over {n_seeds} seeds) for {len(rows)} architectures across the table's "
+          "MACs range.\n\n" + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
+    return _write(out, "fidelity", {"meta": meta, "rows": rows}, md)
 
 
 # --- throughput ------------------------------------------------------------------------------------
-def _bare_pgd_loop(model, x, y, eps: float, steps: int, batch: int) -> float:
-    """Plain PyTorch PGD-AT over the tensors: the baseline for the trainer's images/s."""
+def _bare_pgd_loop(model, x, y, eps: float, steps: int, batch: int, bf16: bool = False) -> float:
+    """Plain PyTorch PGD-AT over the tensors (already on the device): the baseline for the trainer's
+    images/s. With `bf16`, the training forward runs under autocast, as the trainer does."""
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    sync()
     t0, n = time.perf_counter(), 0
     for i in range(0, len(x) - batch + 1, batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
@@ -315,42 +278,81 @@ def _bare_pgd_loop(model, x, y, eps: float, steps: int, batch: int) -> float:
             g, = torch.autograd.grad(loss, delta)
             delta = (delta + 2.5 * eps / steps * g.sign()).clamp(-eps, eps).detach()
         model.train()
-        loss = torch.nn.functional.cross_entropy(model((xb + delta).clamp(0, 1)), yb)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model((xb + delta).clamp(0, 1))
+        loss = torch.nn.functional.cross_entropy(logits.float(), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
         n += len(xb)
+    sync()
     return n / (time.perf_counter() - t0)
 
 
+def _throughput_setting(scale: str, device: torch.device):
+    """(data split, info, [(model name, arch)], batch size) for a throughput scale."""
+    from rcnas.data import DatasetInfo, Split, load_dataset
+    from rcnas.models import teacher_arch
+    from rcnas.space.arch import Arch
+    if scale == "digits":
+        splits = load_dataset("digits")
+        return splits.train, splits.info, [("teacher wrn-28-2", teacher_arch("wrn-28-2")),
+                                           ("half-size sub-network", Arch.from_widths((3, 3, 2), (1.5, 1.5, 1.5)))], 64
+    if scale != "cifar":
+        raise BadInput(f"unknown throughput scale {scale!r}; use digits or cifar")
+    # CIFAR-shaped random data: throughput does not depend on the pixels (nothing is downloaded)
+    n = 128 * (24 if device.type == "cuda" else 2)
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.rand(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+    info = DatasetInfo("cifar-shaped", 10, 3, 32, (0.49, 0.48, 0.45), (0.25, 0.24, 0.26), 8 / 255, "crop-flip")
+    return split, info, [("wrn-16-4", teacher_arch("wrn-16-4")), ("wrn-28-10", teacher_arch("wrn-28-10"))], 128
+
+
 @BENCHES.register("throughput")
-def bench_throughput(out: str = "bench/results", seeds: int | None = None, quick: bool = False) -> Path:
-    from rcnas.data import load_dataset
-    from rcnas.models import build_model, teacher_arch
+def bench_throughput(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
+                     device: str = "cpu", scale: str = "digits") -> Path:
+    """PGD-7 adversarial-training images/s of rcnas's trainer against a bare loop on the same model in
+    the same run, in fp32 and in bf16 + channels_last (+ torch.compile on CUDA), and the cost of one
+    candidate evaluation of the digits search proxy. Each number is the second epoch's (after warm-up)."""
+    from rcnas.device import resolve_device
+    from rcnas.models import build_model
     from rcnas.search.evaluator import ProxyConfig, TrainEvaluator
     from rcnas.space.arch import Arch
     from rcnas.train import TrainConfig, fit
-    splits = load_dataset("digits")
-    info = splits.info
-    repeats = seeds or (1 if quick else 3)
+    dev = resolve_device(device)
+    split, info, models, batch = _throughput_setting(scale, dev)
+    repeats = seeds or (1 if quick or dev.type == "cuda" else 3)
+    variants = [("fp32", {}), ("bf16+channels_last", {"bf16": True, "channels_last": True})]
+    if dev.type == "cuda" and not quick:
+        variants.append(("bf16+channels_last+compile", {"bf16": True, "channels_last": True, "compile": True}))
+    x, y = split.x.to(dev), split.y.to(dev)
     rows = []
-    for name, arch in (("teacher wrn-28-2", teacher_arch("wrn-28-2")), ("half-size sub-network", Arch.from_widths((3, 3, 2), (1.5, 1.5, 1.5)))):
-        ours, bare = [], []
-        for r in range(repeats):
-            torch.manual_seed(r)
-            m1 = build_model(arch, info.num_classes, info.channels, info.mean, info.std)
-            m2 = build_model(arch, info.num_classes, info.channels, info.mean, info.std)
-            m2.load_state_dict(m1.state_dict())
-            cfg = TrainConfig(recipe="pgd", epochs=1, batch_size=64, attack_steps=7, eps=info.default_eps,
-                              select_by="last", guard=False, seed=r, device="cpu")
-            res = fit(m1, splits.train, None, cfg, info=info, progress=False)
-            ours.append(res.history[-1]["time/img_per_s"])
-            bare.append(_bare_pgd_loop(m2, splits.train.x, splits.train.y, info.default_eps, 7, 64))
-        (mo, so), (mb, sb) = mean_std(ours), mean_std(bare)
-        rows.append({"model": name, "rcnas_img_per_s": f"{mo:.0f} ± {so:.0f}", "bare_img_per_s": f"{mb:.0f} ± {sb:.0f}",
-                     "ratio": round(mo / mb, 3)})
+    for name, arch in models[:1] if quick else models:
+        for variant, flags in variants:
+            if flags.get("compile") and name == "wrn-28-10":
+                continue  # compiling the large model costs minutes of a short GPU lease
+            ours, bare = [], []
+            for r in range(repeats):
+                torch.manual_seed(r)
+                m1 = build_model(arch, info.num_classes, info.channels, info.mean, info.std)
+                m2 = build_model(arch, info.num_classes, info.channels, info.mean, info.std)
+                m2.load_state_dict(m1.state_dict())
+                cfg = TrainConfig(recipe="pgd", epochs=1 if quick else 2, batch_size=batch, attack_steps=7,
+                                  eps=info.default_eps, select_by="last", guard=False, seed=r, device=str(dev),
+                                  **flags)
+                res = fit(m1, split, None, cfg, info=info, progress=False)
+                ours.append(res.history[-1]["time/img_per_s"])
+                m2.to(dev)
+                if flags.get("channels_last"):
+                    m2.to(memory_format=torch.channels_last)
+                for _ in range(1 if quick else 2):  # the last pass counts
+                    speed = _bare_pgd_loop(m2, x, y, info.default_eps, 7, batch, bf16=flags.get("bf16", False))
+                bare.append(speed)
+            (mo, so), (mb, sb) = mean_std(ours), mean_std(bare)
+            rows.append({"model": name, "variant": variant, "rcnas_img_per_s": f"{mo:.0f} ± {so:.0f}",
+                         "bare_img_per_s": f"{mb:.0f} ± {sb:.0f}", "ratio": round(mo / mb, 3)})
     task = resolve(Task("digits", "pgd", "wrn-28-2", "0.5x"))
-    ev = TrainEvaluator(ProxyConfig())
+    ev = TrainEvaluator(ProxyConfig(), device=str(dev))
     ev._teacher("digits", "wrn-28-2")
     times = []
     for arch in (Arch.from_widths((2, 2, 2), (1, 1, 1)), Arch.from_widths((3, 3, 2), (1.5, 1.5, 1.5)),
@@ -359,21 +361,24 @@ def bench_throughput(out: str = "bench/results", seeds: int | None = None, quick
         ev.evaluate(task, arch, 0)
         times.append(time.perf_counter() - t0)
     m, s = mean_std(times)
-    rows.append({"model": "candidate evaluation (digits proxy)", "seconds_per_candidate": f"{m:.2f} ± {s:.2f}",
-                 "candidates_per_hour": round(3600 / m)})
-    meta = machine_meta(repeats, note="PGD-7 adversarial training, batch 64, digits, fp32, CPU")
-    md = ("# Throughput\n\nrcnas's trainer against a bare PyTorch PGD-AT loop on the same model, same run "
+    rows.append({"model": "candidate evaluation (digits proxy)", "variant": "fp32",
+                 "seconds_per_candidate": f"{m:.2f} ± {s:.2f}", "candidates_per_hour": round(3600 / m)})
+    meta = machine_meta(repeats, device=str(dev), scale=scale, batch=batch,
+                        note=f"PGD-7 adversarial training, batch {batch}, {info.name}; img/s of the 2nd epoch")
+    name = "throughput" if scale == "digits" and dev.type == "cpu" else f"throughput-{scale}-{dev.type}"
+    md = (f"# Throughput ({scale}, {dev.type}{': ' + meta['cuda'] if dev.type == 'cuda' else ''})\n\n"
+          "rcnas's trainer against a bare PyTorch PGD-AT loop on the same model, same run "
           "(ratio = rcnas / bare), and the cost of one candidate evaluation of the search proxy.\n\n"
           + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
-    return _write(Path(out), "throughput", {"meta": meta, "rows": rows}, md)
+    return _write(Path(out), name, {"meta": meta, "rows": rows}, md)
 
 
 @BENCHES.register("all")
 def bench_all(out: str = "bench/results", seeds: int | None = None, quick: bool = False) -> Path:
+    import rcnas.bench.comparison  # noqa: F401  (registers "comparison")
     for name in ("throughput", "search", "adaptation", "fidelity", "comparison"):
         BENCHES.get(name)(out=out, seeds=seeds, quick=quick)
     return Path(out)
 
 
-__all__ = ["bench_search", "bench_adaptation", "bench_comparison", "bench_throughput", "machine_meta",
-           "mean_std"]
+__all__ = ["bench_adaptation", "bench_fidelity", "bench_search", "bench_throughput", "machine_meta", "mean_std"]
