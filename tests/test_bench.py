@@ -64,3 +64,25 @@ def test_search_bench_regret_is_zero_at_the_optimum_and_decreases(toy_table, tmp
         assert all(a >= b - 1e-12 for a, b in zip(curve["mean"], curve["mean"][1:])), method  # best-so-far
         assert min(curve["mean"]) >= -1e-12  # nobody beats the exact optimum
     assert "regret@5" in md.read_text() and (tmp_path / "search_regret.png").stat().st_size > 1000
+
+
+def test_an_agent_meta_trained_on_the_table_is_benchmarked_under_its_own_name(tmp_path, monkeypatch) -> None:
+    """meta-train on the shipped table's clean settings (seconds), then the adaptation bench with it:
+    its results get their own files and the held-out PGD settings are marked as such."""
+    from rcnas import api
+    from rcnas.bench import suites
+    from rcnas.tasks import Buffers
+    held_out = Task("digits", "pgd", "wrn-28-2", "0.5x")
+    buffers = Buffers(datasets=("digits",), attacks=("clean",), eps_scales=(1.0,), teachers=("digits:wrn-28-2",),
+                      budgets=("0.5x",), held_out=(held_out,))
+    agent_dir = tmp_path / "agent-clean"
+    api.meta_train(buffers, agent_dir, episodes=8, evaluator="table", progress=False)
+    agent, _ = api.load_agent(str(agent_dir))
+    assert suites._full_key(Task("digits", "clean", "wrn-28-2", "0.5x")) in agent.baselines
+    assert suites._full_key(held_out) not in agent.baselines
+    monkeypatch.setattr(suites, "ADAPTATION_TASKS", (held_out, Task("digits", "clean", "wrn-28-2", "0.5x")))
+    md = suites.bench_adaptation(out=str(tmp_path), seeds=1, quick=True, agent=str(agent_dir))
+    assert md.name == "adaptation-agent-clean.md"
+    rows = json.loads((tmp_path / "adaptation-agent-clean.json").read_text())["rows"]
+    assert [r["in_meta_training"] for r in rows] == ["no (held out)", "yes"]
+    assert not (tmp_path / "adaptation.md").exists()

@@ -14,11 +14,16 @@ def test_run_end_to_end_on_digits(tmp_path, capsys) -> None:
     from rcnas.pipeline import RunConfig, run_pipeline
     out = tmp_path / "run"
     cfg = RunConfig(agent="scratch", evaluations=2, teacher_epochs=2, final_epochs=1, eval_samples=60,
-                    aa_samples=20, baselines=("uniform",))
+                    aa_samples=20, baselines=("uniform", "compound"), final_train_samples=300,
+                    final_batch_size=32, final_bf16=True, device="cpu")
     summary = run_pipeline(cfg, out=out, progress=False)
     budget = summary["budget_macs"]
     assert summary["search"]["macs"] <= budget
-    assert set(summary["models"]) == {"rcnas", "teacher-at", "uniform"}
+    assert set(summary["models"]) == {"rcnas", "teacher-at", "uniform", "compound"}
+    training = json.loads((out / "models" / "compound" / "model.json").read_text())["training"]
+    assert (training["train_samples"], training["batch_size"], training["bf16"], training["channels_last"]) == (
+        300, 32, True, True)  # the final-training settings of the RunConfig reach every network
+    assert summary["machine"]["device"] == "cpu"
     for name, card in summary["models"].items():
         assert card["aa_acc"] <= card["pgd20_acc"] <= card["clean_acc"], name
         assert card["aa_n_eval"] == 20 and card["n_eval"] == 60

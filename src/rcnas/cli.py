@@ -194,7 +194,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from rcnas.bench import run_bench
     path = run_bench(args.which, out=args.out, seeds=args.seeds, quick=args.quick, config=args.config,
                      jobs=args.jobs, summarize_only=args.summarize_only, data_dir=args.data_dir,
-                     device=args.device, scale=args.scale)
+                     device=args.device, scale=args.scale, agent=args.agent)
     print(f"wrote {path}")
 
 
@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--jobs", type=int, help="comparison: runs at once, in separate processes")
     sp.add_argument("--summarize-only", action="store_true", help="comparison: only summarize finished runs")
     sp.add_argument("--data-dir", help="comparison: where local datasets live (else $RCNAS_DATA)")
-    sp.add_argument("--device", help="throughput: cpu, cuda, cuda:N (default: cpu)")
+    sp.add_argument("--device", help="throughput, fidelity: cpu, cuda, cuda:N (default: cpu)")
+    sp.add_argument("--agent", help="search, adaptation: the meta-trained agent (default: the shipped one)")
     sp.add_argument("--scale", choices=("digits", "cifar"),
                     help="throughput: digits (the search's models) or cifar (WRN-16-4/WRN-28-10 at 32x32)")
     sp.set_defaults(fn=cmd_bench)

@@ -69,11 +69,11 @@ _TABLE: dict[str, Any] = {}
 SEARCH_METHODS = ("rcnas-meta", "rcnas-scratch", "random", "evolution", "tpe")
 
 
-def _searcher(method: str, ctx, seed: int):
+def _searcher(method: str, ctx, seed: int, agent: str = "pretrained"):
     from rcnas.api import load_agent
     from rcnas.search.searchers import make_searcher
     if method == "rcnas-meta":
-        return make_searcher("rcnas", ctx, seed, agent=load_agent("pretrained", seed)[0])
+        return make_searcher("rcnas", ctx, seed, agent=load_agent(agent, seed)[0])
     if method == "rcnas-scratch":
         return make_searcher("rcnas", ctx, seed, agent=load_agent("scratch", seed)[0])
     return make_searcher(method, ctx, seed)
@@ -93,8 +93,13 @@ def _optimum(ctx) -> float:
 
 
 @BENCHES.register("search")
+def _agent_tag(agent: str) -> str:
+    """'' for the shipped agent, else '-<directory name>': results of another agent get their own files."""
+    return "" if agent == "pretrained" else "-" + Path(agent).name
+
+
 def bench_search(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
-                 evaluations: int = 40, task: Task | None = None) -> Path:
+                 evaluations: int = 40, task: Task | None = None, agent: str = "pretrained") -> Path:
     from rcnas.report.plots import plot_regret
     from rcnas.search.driver import run_search
     seeds = seeds or (5 if quick else 100)
@@ -108,7 +113,7 @@ def bench_search(out: str = "bench/results", seeds: int | None = None, quick: bo
         t0 = time.time()
         for seed in range(seeds):
             ctx = _table_context(task, seed)
-            result = run_search(_searcher(method, ctx, seed), evaluations, progress=False)
+            result = run_search(_searcher(method, ctx, seed, agent), evaluations, progress=False)
             regrets.append([opt - b for b in _best_so_far(result.trials, evaluations)])
         per_k = list(zip(*regrets))
         means = [statistics.fmean(k) for k in per_k]
@@ -121,14 +126,15 @@ def bench_search(out: str = "bench/results", seeds: int | None = None, quick: bo
                 row[f"regret@{k}"] = f"{m:.4f} ± {s:.4f}"
                 row[f"found_optimum@{k}"] = round(sum(r[k - 1] <= 1e-9 for r in regrets) / seeds, 3)
         rows.append(row)
-    plot_regret(curves, out / "search_regret.png", title=f"regret to the table optimum ({task.attack}, {task.budget})")
+    name = "search" + _agent_tag(agent)
+    plot_regret(curves, out / f"{name}_regret.png", title=f"regret to the table optimum ({task.attack}, {task.budget})")
     meta = machine_meta(seeds, task=task.key(), evaluations=evaluations, optimum_reward=opt,
-                        evaluator="table", reward="budget")
+                        evaluator="table", reward="budget", meta_agent=agent)
     result = {"meta": meta, "rows": rows, "curves": {k: {"mean": m, "std": s} for k, (m, s) in curves.items()}}
     md = (f"# Search efficiency on the tabular benchmark\n\nRegret = optimum reward of the table within the budget "
           f"minus the best reward found, after k distinct evaluations (mean ± std over {seeds} seeds).\n\n"
-          + _table_md(rows) + "\n![regret](search_regret.png)\n\n" + _meta_lines(meta) + "\n")
-    return _write(out, "search", result, md)
+          + _table_md(rows) + f"\n![regret]({name}_regret.png)\n\n" + _meta_lines(meta) + "\n")
+    return _write(out, name, result, md)
 
 
 def _table_md(rows: list[dict[str, Any]]) -> str:
@@ -152,13 +158,21 @@ ADAPTATION_TASKS = tuple(Task("digits", a, "wrn-28-2", b) for a in ("pgd", "cw",
                          for b in ("0.3x", "0.5x", "0.7x"))
 
 
+def _full_key(task: Task) -> str:
+    """The task's key with its teacher and eps filled in, as meta-training records it."""
+    rt = resolve(task)
+    return Task(task.dataset, task.attack, rt.teacher, task.budget, rt.eps).key()
+
+
 @BENCHES.register("adaptation")
 def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
-                     evaluations: int = 40) -> Path:
+                     evaluations: int = 40, agent: str = "pretrained") -> Path:
     from rcnas.search.driver import run_search
     seeds = seeds or (3 if quick else 20)
     evaluations = 12 if quick else evaluations
     tasks = ADAPTATION_TASKS[:3] if quick else ADAPTATION_TASKS
+    from rcnas.api import load_agent
+    trained_on = set(load_agent(agent, 0)[0].baselines)  # the task settings meta-training saw
     rows = []
     for task in tasks:
         needed, ratios = [], []
@@ -166,7 +180,7 @@ def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick
             scratch = run_search(_searcher("rcnas-scratch", _table_context(task, seed), seed), evaluations,
                                  progress=False)
             target = max(t.reward for t in scratch.trials)
-            meta = run_search(_searcher("rcnas-meta", _table_context(task, seed), seed), evaluations,
+            meta = run_search(_searcher("rcnas-meta", _table_context(task, seed), seed, agent), evaluations,
                               progress=False)
             curve = _best_so_far(meta.trials, evaluations)
             k = next((i + 1 for i, b in enumerate(curve) if b >= target - 1e-12), None)
@@ -175,18 +189,22 @@ def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick
         reached = [k for k in needed if not math.isnan(k)]
         m, s = mean_std(reached)
         d, ds = mean_std(ratios)
-        rows.append({"task": f"{task.attack} @ {task.budget}", "seeds": seeds,
+        rows.append({"task": f"{task.attack} @ {task.budget}",
+                     "in_meta_training": "yes" if _full_key(task) in trained_on else "no (held out)",
+                     "seeds": seeds,
                      "reached": f"{len(reached)}/{seeds}",
                      "evals_to_scratch_final": f"{m:.1f} ± {s:.1f}" if reached else "never",
                      "scratch_evals": evaluations,
                      "meta_minus_scratch_final_reward": f"{d:+.4f} ± {ds:.4f}"})
-    meta = machine_meta(seeds, evaluations=evaluations, evaluator="table",
-                        note="teacher wrn-28-2 is never seen in meta-training (configs/meta-digits.yaml)")
+    meta = machine_meta(seeds, evaluations=evaluations, evaluator="table", meta_agent=agent,
+                        note="the shipped agent never saw teacher wrn-28-2 (configs/meta-digits.yaml)"
+                        if agent == "pretrained" else f"meta-trained agent {agent}: see its agent.json for "
+                        "the task settings it was trained on")
     md = ("# Adaptation to held-out task settings\n\nFor each held-out task setting: the number of evaluations "
           "the fine-tuned meta-trained agent needs to reach the final best reward of an agent trained from "
           f"scratch with {evaluations} evaluations (mean ± std over the seeds where it got there).\n\n"
           + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
-    return _write(Path(out), "adaptation", {"meta": meta, "rows": rows}, md)
+    return _write(Path(out), "adaptation" + _agent_tag(agent), {"meta": meta, "rows": rows}, md)
 
 
 # --- proxy fidelity --------------------------------------------------------------------------------
@@ -213,8 +231,11 @@ def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: 
     space = ev.space(task)
     states = sorted(space.all_states(), key=space.macs)
     rng = random.Random(0)
-    picked = [states[int(i * (len(states) - 1) / (n_archs - 1))] for i in range(n_archs)]
-    picked = [rng.choice(states[max(0, states.index(s) - 20): states.index(s) + 20]) for s in picked]
+    picked: list = []
+    for i in range(n_archs):  # one distinct architecture near each of n_archs evenly spaced MACs ranks
+        at = int(i * (len(states) - 1) / (n_archs - 1))
+        near = [s for s in states[max(0, at - 20): at + 20] if s not in picked]
+        picked.append(rng.choice(near))
     splits = load_dataset("digits")
     teacher = train_teacher("digits", "wrn-28-2", epochs=ev.table["proxy"]["teacher_epochs"], progress=False)
     seconds_per_candidate = statistics.fmean(r["seconds"] for r in ev.table["rows"])
