@@ -279,15 +279,13 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, metric: s
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=11)
-    # lower right: the dominated corner (many MACs, low accuracy), usually empty
-    legend = None
+    # below the axes: inside, it hid the teacher whenever the teacher was no more robust than the rest
     if ax.get_legend_handles_labels()[0]:
-        legend = ax.legend(fontsize=8, loc="lower right", framealpha=0.85)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=3, frameon=False)
     if label_points and labels:
         fig.canvas.draw()
-        avoid = [legend.get_window_extent(fig.canvas.get_renderer())] if legend is not None else []
-        _place_labels(fig, ax, labels, avoid)
-    return _save(fig, path)
+        _place_labels(fig, ax, labels, [])
+    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI, bbox_inches="tight"))
 
 
 # --- topology ------------------------------------------------------------------------------------
