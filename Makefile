@@ -40,7 +40,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/rcnas bench adaptation --seeds 5 --out bench/results
 	$(BIN)/rcnas meta-train --buffers configs/meta-table.yaml --evaluator table --episodes 600 --out runs/agent-table
 	$(BIN)/rcnas bench adaptation --seeds 5 --agent runs/agent-table --out bench/results
-	$(BIN)/rcnas bench search --seeds 100 --agent runs/agent-table --out bench/results
+	$(BIN)/rcnas bench search --seeds 30 --agent runs/agent-table --out bench/results
 	$(BIN)/rcnas bench comparison --config configs/comparison-digits.yaml --out bench/results
 
 clean:

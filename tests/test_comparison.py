@@ -143,3 +143,11 @@ def test_throughput_settings() -> None:
     assert [name for name, _ in models] == ["wrn-16-4", "wrn-28-10"]
     with pytest.raises(BadInput, match="use digits or cifar"):
         _throughput_setting("imagenet", torch.device("cpu"))
+
+
+def test_every_registered_bench_is_its_function() -> None:
+    import rcnas.bench.comparison  # noqa: F401  (importing the suites fills the registry)
+    import rcnas.bench.suites  # noqa: F401
+    from rcnas.bench.runner import BENCHES
+    for name in ("search", "adaptation", "comparison", "fidelity", "throughput", "all"):
+        assert BENCHES.get(name).__name__ == f"bench_{name}", name

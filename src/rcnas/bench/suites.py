@@ -92,12 +92,12 @@ def _optimum(ctx) -> float:
     return ev.optimum(ctx.task, ctx.metric, reward=ctx.reward)[1]
 
 
-@BENCHES.register("search")
 def _agent_tag(agent: str) -> str:
     """'' for the shipped agent, else '-<directory name>': results of another agent get their own files."""
     return "" if agent == "pretrained" else "-" + Path(agent).name
 
 
+@BENCHES.register("search")
 def bench_search(out: str = "bench/results", seeds: int | None = None, quick: bool = False,
                  evaluations: int = 40, task: Task | None = None, agent: str = "pretrained") -> Path:
     from rcnas.report.plots import plot_regret
