@@ -146,7 +146,7 @@ def test_throughput_settings() -> None:
 
 
 def test_every_registered_bench_is_its_function() -> None:
-    import rcnas.bench.comparison  # noqa: F401  (importing the suites fills the registry)
+    import rcnas.bench.comparison
     import rcnas.bench.suites  # noqa: F401
     from rcnas.bench.runner import BENCHES
     for name in ("search", "adaptation", "comparison", "fidelity", "throughput", "all"):
