@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(fn=cmd_search)
 
     sp = sub.add_parser("run", help="the whole pipeline: teacher, agent, search, final training, evaluation, report")
-    sp.add_argument("--config", help="a RunConfig YAML (e.g. configs/run-fashion-gpu.yaml); flags override it")
+    sp.add_argument("--config", help="a RunConfig YAML (the keys of rcnas.pipeline.RunConfig); flags override it")
     sp.add_argument("--dataset", help="default: digits")
     sp.add_argument("--attack", help="the task's attack (default: pgd)")
     sp.add_argument("--budget", help="MACs budget: 0.5x (of the teacher), 5M, 2.5e6 (default: 0.5x)")

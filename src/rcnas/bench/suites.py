@@ -260,7 +260,7 @@ def bench_fidelity(out: str = "bench/results", seeds: int | None = None, quick: 
         rows.append({"arch": str(arch), "macs": space.macs(state), "proxy_val_pgd10": round(p, 4),
                      "final_test_pgd20": f"{statistics.fmean(scores):.4f} ± "
                                          f"{statistics.stdev(scores) if len(scores) > 1 else 0:.4f}"})
-        if len(rows) >= 3:  # a partial summary survives a time limit
+        if len(rows) >= 3 or len(rows) == n_archs:  # a partial summary survives a time limit
             path = _write_fidelity(Path(out), rows, proxy, full, n_seeds, n_archs, epochs, dev,
                                    seconds_per_candidate, time.time() - t0)
     return path
