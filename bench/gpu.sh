@@ -3,26 +3,60 @@
 #   1. the CUDA-path tests (tests/test_gpu_path.py: bf16 + channels_last + torch.compile on CUDA)
 #   2. adversarial-training throughput at CIFAR scale: rcnas's trainer against a bare loop
 #   3. the headline comparison, configs/comparison-gpu.yaml, until SECONDS have passed
-# then one tarball of the summaries and runs (no weights) in OUT_DIR.
-# Usage: bench/gpu.sh OUT_DIR [SECONDS] ; needs python3 with torch (CUDA) and the deps on PYTHONPATH.
+# then OUT_DIR/results.tgz.part-aa, -ab, ...: what the next lease needs to go on where this one stopped.
+#
+# Usage: bench/gpu.sh OUT_DIR [SECONDS] [--comparison-only]
+# Needs python3 with torch (CUDA) and rcnas's dependencies on PYTHONPATH.
+#
+# Short leases add up: the comparison writes into bench/results/ of this checkout, so runs carried in
+# from an earlier lease are continued, not redone. The tarball holds the summaries, every run without
+# the weights of finished models (their cards are what the summary reads), the search stores, the
+# evaluation state, the checkpoints of models still training, and the teachers (RCNAS_CACHE): the
+# searches and the final trainings of one run must start from the same teacher. It comes back in
+# parts of 15 MiB (a lease returns files of 16 MiB at most); unpack them in the repository root
+# (`cat results.tgz.part-* | tar xz`) and carry `bench/results/comparison-gpu-runs` and `.gpu` (with
+# RCNAS_CACHE=$PWD/.gpu/cache, RCNAS_DATA=$PWD/.gpu/data holding fashion-mnist/*.gz, and the missing
+# packages unpacked in .gpu/site on PYTHONPATH) into the next lease: 64 MiB at most travel.
 set -u
-out=${1:?usage: bench/gpu.sh OUT_DIR [SECONDS]}
+out=${1:?usage: bench/gpu.sh OUT_DIR [SECONDS] [--comparison-only]}
 total=${2:-540}
+checks=1; [ "${3:-}" = "--comparison-only" ] && checks=0
 start=$(date +%s)
 left() { echo $(( total - ($(date +%s) - start) )); }
-mkdir -p "$out/results"
-export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 RCNAS_CACHE="${RCNAS_CACHE:-/tmp/rcnas-cache}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD/src:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 RCNAS_CACHE="${RCNAS_CACHE:-$PWD/.gpu/cache}"
 rcnas() { python3 -m rcnas.cli "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
 
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_path.py 2>&1 | tail -5
-timeout 150 bash -c "$(declare -f rcnas); rcnas bench throughput --device cuda --scale cifar --out '$out/results'" \
-  && cat "$out/results/throughput-cifar-cuda.md"
-echo "comparison: $(( $(left) - 25 )) s left"
-timeout $(( $(left) - 25 )) bash -c "$(declare -f rcnas); rcnas bench comparison --config configs/comparison-gpu.yaml --out '$out/results'"
-rcnas bench comparison --config configs/comparison-gpu.yaml --out "$out/results" --summarize-only
-cat "$out/results/comparison-gpu.md"
-tar czf "$out/results.tgz" -C "$out/results" --exclude='*.safetensors' --exclude='*.sqlite*' --exclude='checkpoints' .
-rm -rf "$out/results"
+if [ $checks = 1 ]; then
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_path.py 2>&1 | tail -5
+  timeout 150 bash -c "$(declare -f rcnas); rcnas bench throughput --device cuda --scale cifar --out bench/results" \
+    && cat bench/results/throughput-cifar-cuda.md
+fi
+# leave 40 s to summarize and pack; a run cut short keeps its checkpoints and goes on next time
+echo "comparison: $(( $(left) - 40 )) s left"
+timeout $(( $(left) - 40 )) bash -c "$(declare -f rcnas); rcnas bench comparison --config configs/comparison-gpu.yaml --out bench/results"
+rcnas bench comparison --config configs/comparison-gpu.yaml --out bench/results --summarize-only
+cat bench/results/comparison-gpu.md
+
+# what the next lease needs, within the 64 MiB a lease can carry in: finished models (a card.json
+# beside them) need no weights; the fine-tuned agents are outputs, not state; checkpoints of models
+# still training are kept while they stay small (else those models start their training again)
+runs=bench/results/comparison-gpu-runs
+{ find $runs -name card.json | while read -r card; do
+    d=$(dirname "$card"); echo "$d/model.safetensors"; echo "$d/checkpoints"; done
+  find $runs -type d -path '*/search*/agent'
+} > "$out/exclude.txt"
+unfinished=$(find $runs -type d -path '*/models/*/checkpoints' | while read -r d; do
+  [ -f "$(dirname "$d")/card.json" ] || echo "$d"; done)
+size=$(du -cb $unfinished /dev/null | tail -1 | cut -f1)
+if [ "$size" -gt 15000000 ]; then
+  echo "checkpoints of unfinished models: $size bytes, left out"; echo "$unfinished" >> "$out/exclude.txt"
+fi
+tar czf "$out/results.tgz" -X "$out/exclude.txt" bench/results/comparison-gpu* \
+  $(ls bench/results/throughput-cifar-cuda.* 2>/dev/null) "${RCNAS_CACHE#"$PWD"/}/teachers"
+split -b 15m "$out/results.tgz" "$out/results.tgz.part-"
+rm -f "$out/exclude.txt" "$out/results.tgz"
+ls -la "$out"
 echo "done in $(( $(date +%s) - start )) s"

@@ -151,3 +151,25 @@ def test_every_registered_bench_is_its_function() -> None:
     from rcnas.bench.runner import BENCHES
     for name in ("search", "adaptation", "comparison", "fidelity", "throughput", "all"):
         assert BENCHES.get(name).__name__ == f"bench_{name}", name
+
+
+def test_paired_differences_and_their_verdicts(tmp_path: Path) -> None:
+    """rcnas minus each model per seed: steady gaps are called, noisy ones are ties, unpaired seeds are left out."""
+    runs = tmp_path / "p-runs"
+    steady, noisy = (0.05, 0.06, 0.055), (0.10, -0.08, 0.02)
+    for seed in range(3):
+        models = {"rcnas": _card(0.9, 0.6, 0.5, 100),
+                  "uniform": _card(0.9, 0.6 - steady[seed], 0.5 - noisy[seed], 100),  # rcnas ahead on PGD
+                  "teacher-at": _card(0.9, 0.6 + steady[seed], 0.5, 200)}             # rcnas behind on PGD
+        if seed < 2:
+            models["random"] = _card(0.9, 0.5, 0.45, 90)                               # seed 2 unfinished
+        _fake_run(runs / f"digits-0.5x-s{seed}", RunConfig(seed=seed), models)
+    comparison.summarize_comparison(tmp_path, "p")
+    rows = {r["vs"]: r for r in json.loads((tmp_path / "p.json").read_text())["paired_rows"]}
+    assert set(rows) == {"uniform", "teacher-at", "random"}
+    assert rows["uniform"]["pgd20"] == "+5.50 ± 0.50" and rows["uniform"]["pgd20_verdict"] == "ahead"
+    assert rows["uniform"]["aa_rcnas_higher"] == "2/3" and rows["uniform"]["aa_verdict"] == "tie"
+    assert rows["teacher-at"]["pgd20_verdict"] == "behind" and rows["teacher-at"]["pgd20_rcnas_higher"] == "0/3"
+    assert rows["teacher-at"]["aa"] == "+0.00 ± 0.00" and rows["teacher-at"]["aa_verdict"] == "tie"
+    assert rows["random"]["seeds"] == 2 and rows["random"]["pgd20"] == "+10.00 ± 0.00"
+    assert "## rcnas minus each other model, paired by seed" in (tmp_path / "p.md").read_text()

@@ -43,5 +43,24 @@ def test_run_end_to_end_on_digits(tmp_path, capsys) -> None:
     got = json.loads(capsys.readouterr().out)
     assert {"clean", "pgd20", "cw40", "aa", "macs", "params"} <= set(got) and got["cw40"] is None
     # rerunning the same command repeats no evaluation
+    for name in ("rcnas", "compound"):  # finished models need no weights to be skipped (bench/gpu.sh prunes them)
+        (out / "models" / name / "model.safetensors").unlink()
     again = run_pipeline(cfg, out=out, progress=False)
     assert again["search"]["new_evaluations"] == 0
+    assert again["search"]["evaluation_seconds"] == summary["search"]["evaluation_seconds"] > 0
+    kept = json.loads(json.dumps(summary["models"]))
+    for name in ("rcnas", "teacher-at", "compound"):  # finished: skipped, their cards kept as they were
+        assert again["models"][name] == kept[name], name
+    assert not (out / "models" / "rcnas" / "model.safetensors").exists()
+    # `rcnas eval --samples 40` above rewrote uniform's card: it is evaluated again with the run's settings
+    assert again["models"]["uniform"]["n_eval"] == 60 and again["models"]["uniform"]["aa_n_eval"] == 20
+    assert again["models"]["uniform"]["aa_acc"] == kept["uniform"]["aa_acc"]  # from the kept evaluation state
+    # the same directory with other settings is refused before any work, naming what differs
+    from dataclasses import replace
+
+    from rcnas.errors import BadInput
+    with pytest.raises(BadInput, match="final_epochs differ"):
+        run_pipeline(replace(cfg, final_epochs=2), out=out, progress=False)
+    # more baselines extend the run: the finished models are kept
+    more = run_pipeline(replace(cfg, baselines=("uniform", "compound", "last-stage")), out=out, progress=False)
+    assert more["models"]["rcnas"] == again["models"]["rcnas"] and "last-stage" in more["models"]

@@ -47,7 +47,7 @@ SEARCH = {"arch": RCNAS_ARCH, "macs": 6_512_000, "budget_macs": BUDGET, "teacher
           "reward": 0.9876, "metrics": {"clean": 0.93, "pgd": 0.71}, "evaluations": 12, "new_evaluations": 9,
           "task": {"dataset": "digits", "attack": "pgd", "teacher": None, "budget": "0.5x", "eps": None},
           "teacher": "wrn-28-2", "searcher": "rcnas", "evaluator": "train", "seed": 0,
-          "reward_name": "budget", "eps": 0.1, "seconds": 123.4, "agent": "pretrained", "meta_updates": 40}
+          "reward_name": "budget", "eps": 0.1, "seconds": 123.4, "evaluation_seconds": 62.0, "agent": "pretrained", "meta_updates": 40}
 
 
 def make_run_dir(root: Path) -> Path:
@@ -123,7 +123,8 @@ def test_report_task_arch_search_timings(run_report):
     assert _row(text, "new evaluations (not from the store)")[1] == "9"
     assert _row(text, "best reward")[1] == "0.9876"
     assert _row(text, "trials logged")[1] == "12 (1 failed, 1 over budget)"
-    assert _row(text, "search time")[1] == "2m 03s"
+    assert _row(text, "search wall time (last call)")[1] == "2m 03s"
+    assert _row(text, "candidate evaluation time")[1] == "1m 02s"
     assert _row(text, "train/rcnas")[1] == "1m 15s"
     assert _row(text, "eval/rcnas")[1] == "4.2 s"
     assert _row(text, "**total**")[1] == "**3m 35s**"

@@ -233,6 +233,9 @@ def test_resume_after_interruption_is_exact(digits: Splits, tmp_path: Path) -> N
     res_c = fit(again, digits.train, digits.val, RESUME_CFG, info=digits.info, out_dir=tmp_path,
                 progress=False)
     assert res_c.epochs_run == 4 and state_equal(straight, again)
+    # its training time is the run's, summed over epochs of both calls, not the re-open's
+    assert res_c.seconds == res_b.seconds == pytest.approx(sum(r["time/epoch_s"] for r in res_b.history))
+    assert res_c.seconds > 0 and len(res_b.history) == 4
 
 
 def test_extending_a_constant_schedule_run_equals_a_straight_run(digits: Splits, tmp_path: Path) -> None:

@@ -193,7 +193,10 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     result = run_search(s, evaluations, progress=progress, on_trial=on_trial)
     result.extra.update({"task": to_dict(task), "teacher": resolved.teacher, "searcher": searcher,
                          "evaluator": evaluator, "seed": seed, "reward_name": reward,
-                         "eps": resolved.eps, "seconds": time.time() - t0, **extra})
+                         "eps": resolved.eps, "seconds": time.time() - t0,  # this call's wall time
+                         # what the evaluations cost when they ran (a resumed or store-sharing search
+                         # replays cached ones in no time): the search's compute, resumes included
+                         "evaluation_seconds": sum(r["seconds"] for r in log), **extra})
     summary = result.summary()
     if out is not None:
         best = result.best.arch

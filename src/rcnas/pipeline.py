@@ -8,16 +8,20 @@ Run directory:
     summary.json        task, search summary, every model card, timings
     report.md + plots   written by rcnas.report
 Every stage is resumable: rerunning the same command skips what is done (the store holds each
-evaluation, training checkpoints every epoch, evaluation keeps per-attack state).
+evaluation, training checkpoints every epoch, evaluation keeps per-attack state, and a model with a
+card.json is finished: its weights may even be deleted, as bench/gpu.sh does to carry runs between
+short GPU leases). A rerun with other settings in the same directory is refused, except that more
+baselines may be added and the device may change.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rcnas.config import save_yaml, to_dict
+from rcnas.config import load_yaml, save_yaml, to_dict
+from rcnas.errors import BadInput
 from rcnas.io import read_json, write_json
 from rcnas.tasks import Task
 
@@ -60,9 +64,41 @@ def _machine(device: str) -> dict[str, Any]:
     return {"device": device, "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+_MAY_CHANGE_ON_RESUME = ("baselines", "device")
+
+
+def _check_resumable(cfg: RunConfig, out: Path) -> None:
+    """Refuse to continue a run directory made with other settings: its finished parts would be mixed
+    with new ones."""
+    path = out / "run.yaml"
+    if not path.is_file():
+        return
+    old = load_yaml(RunConfig, path)
+    changed = [f.name for f in fields(RunConfig)
+               if f.name not in _MAY_CHANGE_ON_RESUME and getattr(old, f.name) != getattr(cfg, f.name)]
+    if changed:
+        raise BadInput(f"{out} holds a run with other settings ({', '.join(changed)} differ from {path}); "
+                       "use a new --out, or delete that directory to start over")
+
+
+def _finished_card(mdir: Path, arch, cfg: RunConfig, n_test: int) -> dict[str, Any] | None:
+    """The card an earlier call wrote for this `arch` with this run's evaluation settings (a card that
+    `rcnas eval` rewrote with other settings does not count: the model is evaluated again)."""
+    card = mdir / "card.json"
+    if not card.is_file():
+        return None
+    data = read_json(card)
+    n = n_test if cfg.eval_samples is None else min(cfg.eval_samples, n_test)
+    aa_n = cfg.aa_samples if cfg.aa_samples is not None and cfg.aa_samples < n else None
+    same = (data.get("arch") == arch.to_dict() and data.get("n_eval") == n and data.get("aa_n_eval") == aa_n
+            and all(data.get(k) is not None for k in ("clean_acc", "pgd20_acc", "cw40_acc", "aa_acc")))
+    return data if same else None
+
+
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
     from rcnas import api
+    from rcnas.data import load_dataset
     from rcnas.device import resolve_device
     from rcnas.models import inherit
     from rcnas.search.driver import SearchContext
@@ -71,6 +107,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     from rcnas.tasks import resolve
     out = Path(out)
     device = str(resolve_device(cfg.device))  # a bad device fails here, before any work
+    _check_resumable(cfg, out)
     save_yaml(cfg, out / "run.yaml")
     timings: dict[str, float] = {}
     task = Task(cfg.dataset, cfg.attack, cfg.teacher, cfg.budget)
@@ -104,9 +141,14 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
             models[name] = make_searcher(name, ctx, cfg.seed).ask()
 
     cards: dict[str, Any] = {}
+    n_test = len(load_dataset(cfg.dataset, data_dir).test)
     for name, arch in models.items():
-        t = time.time()
         mdir = out / "models" / name
+        done = _finished_card(mdir, arch, cfg, n_test)
+        if done is not None:
+            cards[name] = done
+            continue
+        t = time.time()
         # [choice] final training starts from the teacher's inherited weights, for every network alike
         api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
                   seed=cfg.seed, data_dir=data_dir, progress=progress, init=inherit(teacher, arch),

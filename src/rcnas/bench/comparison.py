@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rcnas.bench.runner import BENCHES
+from rcnas.bench.summary import machine_meta, mean_std, meta_lines, table_md, write_summary
 from rcnas.config import from_dict, to_dict
 from rcnas.errors import BadInput, RunFailure
 from rcnas.io import read_yaml
@@ -123,7 +124,6 @@ def _run_all(cmp: ComparisonConfig, todo: list[tuple[Path, RunConfig]], data_dir
 
 def summarize_comparison(out: str | Path = "bench/results", name: str = "comparison") -> Path:
     """Aggregate every finished run under `<out>/<name>-runs` into `<name>.json` / `.md`."""
-    from rcnas.bench.suites import _meta_lines, _table_md, _write, machine_meta, mean_std
     out = Path(out)
     summaries = [json.loads(p.read_text()) for p in sorted((out / f"{name}-runs").glob("*/summary.json"))]
     by_model: dict[tuple[str, str, str], list[dict]] = {}
@@ -142,6 +142,7 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
         row["n_test"] = cards[0].get("n_eval")
         row["n_aa"] = cards[0].get("aa_n_eval")
         rows.append(row)
+    paired_rows = _paired_rows(summaries)
     search_rows = _search_rows(out / f"{name}-runs")
     configs = {sm["task"]["dataset"]: {k: sm["config"].get(k) for k in (
         "final_epochs", "final_recipe", "final_batch_size", "final_lr", "final_train_samples", "final_bf16",
@@ -158,15 +159,59 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
           "training, test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped meta-trained "
           "agent fine-tuned on the held-out task; teacher-at = the teacher adversarially trained the same "
           "way; uniform / last-stage / compound = the heuristic rules at the same budget; random = the best "
-          "of random search with the same evaluations and proxy as rcnas.\n\n" + _table_md(rows) + "\n"
+          "of random search with the same evaluations and proxy as rcnas.\n\n" + table_md(rows) + "\n"
+          + "\n## rcnas minus each other model, paired by seed\n\nDifferences in accuracy points (rcnas − "
+            "model) over the seeds where both finished, mean ± std; `rcnas_higher` counts those seeds; "
+            "`verdict` is a two-sided paired t-test at 95% (`tie` when the interval holds 0: at 3 seeds a "
+            "difference must be large and steady to count).\n\n"
+          + (table_md(paired_rows) if paired_rows else "(no paired runs)\n")
           + "\n## The searches alone (proxy reward, every run that finished its searches)\n\nThe best search "
             "reward (the proxy's robust accuracy relative to the teacher's, with the budget term) that each "
             "searcher found with the same number of distinct candidate evaluations, mean ± std over runs; "
             "`budget_use` = MACs of the best candidate / budget.\n\n"
-          + (_table_md(search_rows) if search_rows else "(no finished searches)\n") + "\n"
-          + _meta_lines(meta) + "\n")
-    return _write(out, name, {"meta": meta, "rows": rows, "search_rows": search_rows,
+          + (table_md(search_rows) if search_rows else "(no finished searches)\n") + "\n"
+          + meta_lines(meta) + "\n")
+    return write_summary(out, name, {"meta": meta, "rows": rows, "paired_rows": paired_rows,
+                                     "search_rows": search_rows,
                               "runs": [to_dict(sm["config"]) for sm in summaries]}, md)
+
+
+def _paired_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """rcnas minus every other model of the same dataset and budget, paired by seed."""
+    from scipy import stats
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for sm in summaries:
+        runs.setdefault((sm["task"]["dataset"], sm["task"]["budget"]), []).append(sm["models"])
+    rows = []
+    for (dataset, budget), seeds in runs.items():
+        others = list(dict.fromkeys(m for models in seeds for m in models if m != "rcnas"))
+        for other in others:
+            row: dict[str, Any] = {"dataset": dataset, "budget": budget, "vs": other}
+            for key in METRICS[1:]:
+                diffs = [100 * (ms["rcnas"][key] - ms[other][key]) for ms in seeds
+                         if "rcnas" in ms and other in ms and ms["rcnas"].get(key) is not None
+                         and ms[other].get(key) is not None]
+                if not diffs:
+                    continue
+                m, s = mean_std(diffs)
+                row["seeds"] = len(diffs)
+                row[key.replace("_acc", "")] = f"{m:+.2f} ± {s:.2f}"
+                row[f"{key.replace('_acc', '')}_rcnas_higher"] = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
+                row[f"{key.replace('_acc', '')}_verdict"] = _verdict(diffs, stats)
+            if "seeds" in row:
+                rows.append(row)
+    return rows
+
+
+def _verdict(diffs: list[float], stats) -> str:
+    """`ahead` / `behind` when a two-sided paired t-test at 95% excludes 0, else `tie`."""
+    if len(diffs) < 2:
+        return "tie (1 seed)"
+    m, s = mean_std(diffs)
+    if s == 0:
+        return "ahead" if m > 0 else "behind" if m < 0 else "tie"
+    half = stats.t.ppf(0.975, len(diffs) - 1) * s / len(diffs) ** 0.5
+    return "ahead" if m - half > 0 else "behind" if m + half < 0 else "tie"
 
 
 def _run_devices(runs_dir: Path) -> set[str]:
@@ -176,7 +221,6 @@ def _run_devices(runs_dir: Path) -> set[str]:
 
 def _search_rows(runs_dir: Path) -> list[dict[str, Any]]:
     """Best reward per finished search (`search*/search.json` + `trials.jsonl`), by dataset, budget, searcher."""
-    from rcnas.bench.suites import mean_std
     found: dict[tuple[str, str, str], list[tuple[float, float, int]]] = {}
     for path in sorted(runs_dir.glob("*/search*/search.json")):
         info = json.loads(path.read_text())

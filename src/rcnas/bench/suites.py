@@ -12,46 +12,17 @@
 from __future__ import annotations
 
 import math
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from rcnas import __version__
 from rcnas.bench.runner import BENCHES
+from rcnas.bench.summary import machine_meta, mean_std, meta_lines, table_md, write_summary
 from rcnas.errors import BadInput
-from rcnas.io import write_json, write_text
 from rcnas.tasks import Task, resolve
-
-
-def machine_meta(seeds: Any, **extra: Any) -> dict[str, Any]:
-    import numpy
-    return {"rcnas": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
-            "cpus": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "seeds": seeds, **extra}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _write(out: Path, name: str, result: dict[str, Any], markdown: str) -> Path:
-    write_json(out / f"{name}.json", result)
-    write_text(out / f"{name}.md", markdown)
-    return out / f"{name}.md"
-
-
-def _meta_lines(meta: dict[str, Any]) -> str:
-    return "\n".join(f"- {k}: {v}" for k, v in meta.items())
 
 
 # --- search efficiency on the table ----------------------------------------------------------------
@@ -133,24 +104,8 @@ def bench_search(out: str = "bench/results", seeds: int | None = None, quick: bo
     result = {"meta": meta, "rows": rows, "curves": {k: {"mean": m, "std": s} for k, (m, s) in curves.items()}}
     md = (f"# Search efficiency on the tabular benchmark\n\nRegret = optimum reward of the table within the budget "
           f"minus the best reward found, after k distinct evaluations (mean ± std over {seeds} seeds).\n\n"
-          + _table_md(rows) + f"\n![regret]({name}_regret.png)\n\n" + _meta_lines(meta) + "\n")
-    return _write(out, name, result, md)
-
-
-def _table_md(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "(no rows)\n"
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "" if v is None else str(v)
+          + table_md(rows) + f"\n![regret]({name}_regret.png)\n\n" + meta_lines(meta) + "\n")
+    return write_summary(out, name, result, md)
 
 
 # --- adaptation ------------------------------------------------------------------------------------
@@ -203,8 +158,8 @@ def bench_adaptation(out: str = "bench/results", seeds: int | None = None, quick
     md = ("# Adaptation to held-out task settings\n\nFor each held-out task setting: the number of evaluations "
           "the fine-tuned meta-trained agent needs to reach the final best reward of an agent trained from "
           f"scratch with {evaluations} evaluations (mean ± std over the seeds where it got there).\n\n"
-          + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
-    return _write(Path(out), "adaptation" + _agent_tag(agent), {"meta": meta, "rows": rows}, md)
+          + table_md(rows) + "\n" + meta_lines(meta) + "\n")
+    return write_summary(Path(out), "adaptation" + _agent_tag(agent), {"meta": meta, "rows": rows}, md)
 
 
 # --- proxy fidelity --------------------------------------------------------------------------------
@@ -277,8 +232,8 @@ def _write_fidelity(out: Path, rows: list[dict[str, Any]], proxy: list[float], f
           f"(inherit + 2 epochs PGD-3 fine-tuning, PGD-10 on validation; {seconds_per_candidate:.1f} s per candidate "
           f"on CPU when the table was built) and full training ({epochs} epochs PGD-7 from the teacher's weights, "
           f"PGD-20 on the test split, mean over {n_seeds} seeds) for {len(rows)} architectures across the table's "
-          "MACs range.\n\n" + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
-    return _write(out, "fidelity", {"meta": meta, "rows": rows}, md)
+          "MACs range.\n\n" + table_md(rows) + "\n" + meta_lines(meta) + "\n")
+    return write_summary(out, "fidelity", {"meta": meta, "rows": rows}, md)
 
 
 # --- throughput ------------------------------------------------------------------------------------
@@ -390,8 +345,8 @@ def bench_throughput(out: str = "bench/results", seeds: int | None = None, quick
     md = (f"# Throughput ({scale}, {dev.type}{': ' + meta['cuda'] if dev.type == 'cuda' else ''})\n\n"
           "rcnas's trainer against a bare PyTorch PGD-AT loop on the same model, same run "
           "(ratio = rcnas / bare), and the cost of one candidate evaluation of the search proxy.\n\n"
-          + _table_md(rows) + "\n" + _meta_lines(meta) + "\n")
-    return _write(Path(out), name, {"meta": meta, "rows": rows}, md)
+          + table_md(rows) + "\n" + meta_lines(meta) + "\n")
+    return write_summary(Path(out), name, {"meta": meta, "rows": rows}, md)
 
 
 @BENCHES.register("all")

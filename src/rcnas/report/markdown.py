@@ -327,8 +327,10 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
         if isinstance(search.get("metrics"), dict) and search["metrics"]:
             rows.append(("best candidate proxy accuracy (%, validation)", ", ".join(
                 f"{k} {fmt_pct(v)}" for k, v in search["metrics"].items())))
+        if _num(search.get("evaluation_seconds")) is not None:
+            rows.append(("candidate evaluation time", fmt_seconds(search["evaluation_seconds"])))
         if _num(search.get("seconds")) is not None:
-            rows.append(("search time", fmt_seconds(search["seconds"])))
+            rows.append(("search wall time (last call)", fmt_seconds(search["seconds"])))
         if rows:
             lines += ["## Search", "", *_kv_table(rows), ""]
 

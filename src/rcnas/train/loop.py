@@ -74,7 +74,7 @@ class TrainResult:
     guard_tripped: bool
     """the catastrophic-overfitting guard fired and training fell back to the pgd recipe"""
     seconds: float
-    """wall-clock seconds of this call"""
+    """wall-clock seconds of training, summed over the run's epochs (earlier calls of a resumed run included)"""
 
 
 # ---------------------------------------------------------------- schedule, seeds, EMA
@@ -390,7 +390,6 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     same weights as an uninterrupted one (on CPU). `log(row)` gets each epoch's history row after
     its checkpoint is written. `replica`: this process's part of a data-parallel run (rcnas.train.ddp).
     """
-    t_start = time.perf_counter()
     if len(train) == 0:
         raise BadInput("the training split is empty; give fit at least one example")
     if val is None and cfg.select_by != "last":
@@ -440,14 +439,14 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
         if log is not None:
             log(row)
     bar.close()
-    return _finish(model, ema, run, t_start)
+    return _finish(model, ema, run)
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _finish(model: nn.Module, ema: EMA | None, run: _Run, t_start: float) -> TrainResult:
+def _finish(model: nn.Module, ema: EMA | None, run: _Run) -> TrainResult:
     """Load the selected epoch's inference weights into `model` and summarise."""
     assert run.best is not None, "every completed epoch is compared, so the first one is always selected"
     if run.best.epoch != run.epoch or ema is not None:  # the model holds the last *raw* weights
@@ -459,4 +458,4 @@ def _finish(model: nn.Module, ema: EMA | None, run: _Run, t_start: float) -> Tra
     return TrainResult(epochs_run=run.epoch, best_epoch=chosen, history=list(run.history),
                        val_clean=nan if clean is None else clean,
                        val_robust=nan if robust is None else robust,
-                       guard_tripped=run.guard_tripped, seconds=time.perf_counter() - t_start)
+                       guard_tripped=run.guard_tripped, seconds=sum(r["time/epoch_s"] for r in run.history))
