@@ -211,6 +211,7 @@ def test_model_card_markdown_shows_the_numbers(full):
         assert f"{v:.2%}" in text
     assert "12,345" in text and "678,901" in text and "digits-cnn" in text
     assert "38.25/255" in text
+    assert f"pgd20 {full.seconds['pgd20']:.1f} s" in text  # each attack's time, as it ran
 
 
 def test_model_card_rejects_malformed_files(full, tmp_path):
@@ -218,7 +219,8 @@ def test_model_card_rejects_malformed_files(full, tmp_path):
     for broken, match in ((good | {"extra": 1}, "unknown key"),
                           ({k: v for k, v in good.items() if k != "macs"}, "missing required key"),
                           (good | {"clean_acc": 1.5}, r"\[0,1\]"),
-                          (good | {"params": "many"}, "integer")):
+                          (good | {"params": "many"}, "integer"),
+                          (good | {"eval_seconds": {"aa": -1.0}}, "eval_seconds")):
         path = tmp_path / "bad.json"
         path.write_text(json.dumps(broken))
         with pytest.raises(BadInput, match=match):

@@ -51,6 +51,12 @@ def test_run_end_to_end_on_digits(tmp_path, capsys) -> None:
     kept = json.loads(json.dumps(summary["models"]))
     for name in ("rcnas", "teacher-at", "compound"):  # finished: skipped, their cards kept as they were
         assert again["models"][name] == kept[name], name
+        # the timings are the work's (epochs, attacks), not this call's near-zero wall time
+        for stage in ("train", "eval"):
+            assert again["timings_s"][f"{stage}/{name}"] == summary["timings_s"][f"{stage}/{name}"] > 0.05
+    assert set(kept["rcnas"]["eval_seconds"]) == {"clean", "pgd20", "cw40", "aa"}
+    assert summary["timings_s"]["eval/rcnas"] == pytest.approx(sum(kept["rcnas"]["eval_seconds"].values()))
+    assert again["timings_s"]["search/rcnas"] == summary["timings_s"]["search/rcnas"] > 0
     assert not (out / "models" / "rcnas" / "model.safetensors").exists()
     # `rcnas eval --samples 40` above rewrote uniform's card: it is evaluated again with the run's settings
     assert again["models"]["uniform"]["n_eval"] == 60 and again["models"]["uniform"]["aa_n_eval"] == 20

@@ -5,7 +5,9 @@ Run directory:
     run.yaml            the resolved RunConfig
     search/             arch.yaml, trials.jsonl, search.json, reward_curve.png, agent/, store.sqlite
     models/<name>/      model.safetensors, model.json, card.json, card.md (rcnas, teacher-at, uniform)
-    summary.json        task, search summary, every model card, timings
+    summary.json        task, search summary, every model card, timings_s (the work of each stage:
+                        candidate evaluations, training epochs, attacks, also when done by an
+                        earlier, interrupted call; `teacher` is this call's load or training)
     report.md + plots   written by rcnas.report
 Every stage is resumable: rerunning the same command skips what is done (the store holds each
 evaluation, training checkpoints every epoch, evaluation keeps per-attack state, and a model with a
@@ -95,6 +97,18 @@ def _finished_card(mdir: Path, arch, cfg: RunConfig, n_test: int) -> dict[str, A
     return data if same else None
 
 
+def _train_and_evaluate(api, cfg: RunConfig, name: str, arch, mdir: Path, init, device: str,
+                        data_dir: str | None, progress: bool) -> None:
+    # [choice] final training starts from the teacher's inherited weights, for every network alike
+    api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
+              seed=cfg.seed, data_dir=data_dir, progress=progress, init=init,
+              attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
+              schedule="cosine", device=device, train_samples=cfg.final_train_samples,
+              bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
+    api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
+                 name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples)
+
+
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
     from rcnas import api
@@ -119,13 +133,12 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
                                 epochs=cfg.teacher_epochs, device=device)
     timings["teacher"] = time.time() - t
 
-    t = time.time()
     agent, _ = api.load_agent(cfg.agent, cfg.seed)
     evaluations = cfg.evaluations or agent.cfg.episodes_per_update * 5
     proxy = api.ProxyConfig(epochs=cfg.proxy_epochs, teacher_epochs=cfg.teacher_epochs)
     result = api.search(task, searcher="rcnas", agent=cfg.agent, evaluations=evaluations, proxy=proxy,
                         seed=cfg.seed, out=out / "search", data_dir=data_dir, device=device, progress=progress)
-    timings["search"] = time.time() - t
+    timings["search/rcnas"] = result.extra["evaluation_seconds"]
 
     # the baselines at the same budget: each heuristic rule proposes one network
     ev = api.make_evaluator("train", proxy, data_dir, device)
@@ -137,6 +150,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
                              out=out / f"search-{name}", store=out / "search" / "store.sqlite",
                              data_dir=data_dir, device=device, progress=progress)
             models[name] = res.best.arch
+            timings[f"search/{name}"] = res.extra["evaluation_seconds"]
         else:  # heuristic rules: one network each
             models[name] = make_searcher(name, ctx, cfg.seed).ask()
 
@@ -144,23 +158,13 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     n_test = len(load_dataset(cfg.dataset, data_dir).test)
     for name, arch in models.items():
         mdir = out / "models" / name
-        done = _finished_card(mdir, arch, cfg, n_test)
-        if done is not None:
-            cards[name] = done
-            continue
-        t = time.time()
-        # [choice] final training starts from the teacher's inherited weights, for every network alike
-        api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
-                  seed=cfg.seed, data_dir=data_dir, progress=progress, init=inherit(teacher, arch),
-                  attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
-                  schedule="cosine", device=device, train_samples=cfg.final_train_samples,
-                  bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
-        timings[f"train/{name}"] = time.time() - t
-        t = time.time()
-        card = api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
-                            name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples)
-        timings[f"eval/{name}"] = time.time() - t
-        cards[name] = card.to_dict()
+        card = _finished_card(mdir, arch, cfg, n_test)
+        if card is None:
+            _train_and_evaluate(api, cfg, name, arch, mdir, inherit(teacher, arch), device, data_dir, progress)
+            card = read_json(mdir / "card.json")
+        cards[name] = card
+        timings[f"train/{name}"] = card["training"].get("seconds", float("nan"))
+        timings[f"eval/{name}"] = sum(card.get("eval_seconds", {}).values()) or float("nan")
 
     summary = {"task": to_dict(task), "teacher": resolved.teacher, "eps": resolved.eps,
                "budget_macs": resolved.budget_macs, "teacher_macs": resolved.teacher_macs,

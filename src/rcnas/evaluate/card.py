@@ -61,6 +61,9 @@ class ModelCard:
     latency_ms_cpu: float | None = None
     lipschitz: float | None = None
     warnings: tuple[str, ...] = ()
+    eval_seconds: dict[str, float] = field(default_factory=dict)
+    """seconds per attack when it ran (kept across resumed evaluations, unlike the call's total);
+    `aa` includes the other attacks rerun on AutoAttack's subset for the worst case"""
     rcnas_version: str = field(default_factory=_version)
     created: str = field(default_factory=_now)
 
@@ -85,6 +88,9 @@ class ModelCard:
                 raise BadInput(f"model card {name} must be a finite number >= 0 or null, got {v!r}")
         if not isinstance(self.arch, dict) or not isinstance(self.training, dict):
             raise BadInput("model card arch and training must be mappings")
+        for k, v in self.eval_seconds.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise BadInput(f"model card eval_seconds[{k!r}] must be a finite number >= 0, got {v!r}")
         object.__setattr__(self, "warnings", tuple(str(w) for w in self.warnings))
 
     @classmethod
@@ -101,7 +107,8 @@ class ModelCard:
                    worst_case_acc=result.worst_case, training=dict(training or {}),
                    data_split=data_split, n_eval=result.n, params=params, macs=macs,
                    latency_ms_cpu=latency_ms_cpu, lipschitz=result.lipschitz,
-                   warnings=result.warnings)
+                   warnings=result.warnings,
+                   eval_seconds={k: v for k, v in result.seconds.items() if k != "total"})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -139,6 +146,7 @@ class ModelCard:
             ("MACs", f"{self.macs:,} ({self.macs / 1e6:.2f} M)"),
             ("CPU latency", "-" if self.latency_ms_cpu is None else f"{self.latency_ms_cpu:.3f} ms/image"),
             ("local Lipschitz", "-" if self.lipschitz is None else f"{self.lipschitz:.4g}"),
+            ("evaluation time", ", ".join(f"{k} {v:.1f} s" for k, v in self.eval_seconds.items()) or "-"),
             ("training", ", ".join(f"{k}={v}" for k, v in self.training.items()) or "-"),
             ("architecture", ", ".join(f"{k}={v}" for k, v in self.arch.items()) or "-"),
             ("rcnas", f"{self.rcnas_version}, {self.created}"),
