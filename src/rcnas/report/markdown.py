@@ -375,7 +375,9 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
         rows = [[fmt_value(k), fmt_seconds(v)] for k, v in timings.items()]
         total = sum(v for v in (_num(t) for t in timings.values()) if v is not None)
         rows.append(["**total**", f"**{fmt_seconds(total)}**"])
-        lines += ["## Timings", "", *_table(["stage", "wall time"], rows, ["---", "--:"]), ""]
+        lines += ["## Timings", "", "The time each stage took when it ran (candidate evaluations, training epochs, "
+                  "attacks), also when an earlier, interrupted call did it.", "",
+                  *_table(["stage", "seconds of work"], rows, ["---", "--:"]), ""]
     return lines
 
 
