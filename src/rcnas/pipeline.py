@@ -123,7 +123,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     device = str(resolve_device(cfg.device))  # a bad device fails here, before any work
     _check_resumable(cfg, out)
     save_yaml(cfg, out / "run.yaml")
-    timings: dict[str, float] = {}
+    timings: dict[str, float | None] = {}
     task = Task(cfg.dataset, cfg.attack, cfg.teacher, cfg.budget)
     resolved = resolve(task, data_dir)
     save_yaml(task, out / "task.yaml")
@@ -163,8 +163,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
             _train_and_evaluate(api, cfg, name, arch, mdir, inherit(teacher, arch), device, data_dir, progress)
             card = read_json(mdir / "card.json")
         cards[name] = card
-        timings[f"train/{name}"] = card["training"].get("seconds", float("nan"))
-        timings[f"eval/{name}"] = sum(card.get("eval_seconds", {}).values()) or float("nan")
+        timings[f"train/{name}"] = card["training"].get("seconds")  # None: a card older than this field
+        timings[f"eval/{name}"] = sum(card.get("eval_seconds", {}).values()) or None
 
     summary = {"task": to_dict(task), "teacher": resolved.teacher, "eps": resolved.eps,
                "budget_macs": resolved.budget_macs, "teacher_macs": resolved.teacher_macs,
