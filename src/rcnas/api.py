@@ -109,7 +109,7 @@ def evaluate(model_dir: str | Path, dataset: str | None = None, *, attacks: tupl
                                  progress=progress, state_dir=state / f"{dataset}-eps{eps:g}-n{len(aa_test)}")
         result = replace(result, attacks=result.attacks | {k: aa.attacks[k] for k in ("aa", "aa_only")},
                          warnings=tuple(dict.fromkeys(result.warnings + aa.warnings)),
-                         seconds=result.seconds | {"aa": sum(v for k, v in aa.seconds.items() if k != "total")})
+                         seconds=result.seconds | {"aa": sum(aa.attack_seconds.values())})
         aa_n = len(aa_test)
     c = arch_cost(model.arch, info.input_size, info.channels, info.num_classes)
     latency = measure_latency(model, (info.channels, info.input_size, info.input_size))

@@ -98,15 +98,16 @@ def _finished_card(mdir: Path, arch, cfg: RunConfig, n_test: int) -> dict[str, A
 
 
 def _train_and_evaluate(api, cfg: RunConfig, name: str, arch, mdir: Path, init, device: str,
-                        data_dir: str | None, progress: bool) -> None:
+                        data_dir: str | None, progress: bool) -> dict[str, Any]:
+    """Final adversarial training and evaluation of one network; its card as a dict."""
     # [choice] final training starts from the teacher's inherited weights, for every network alike
     api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
               seed=cfg.seed, data_dir=data_dir, progress=progress, init=init,
               attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
               schedule="cosine", device=device, train_samples=cfg.final_train_samples,
               bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
-    api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
-                 name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples)
+    return api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
+                        name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples).to_dict()
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
@@ -160,8 +161,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
         mdir = out / "models" / name
         card = _finished_card(mdir, arch, cfg, n_test)
         if card is None:
-            _train_and_evaluate(api, cfg, name, arch, mdir, inherit(teacher, arch), device, data_dir, progress)
-            card = read_json(mdir / "card.json")
+            card = _train_and_evaluate(api, cfg, name, arch, mdir, inherit(teacher, arch), device, data_dir, progress)
         cards[name] = card
         timings[f"train/{name}"] = card["training"].get("seconds")  # None: a card older than this field
         timings[f"eval/{name}"] = sum(card.get("eval_seconds", {}).values()) or None

@@ -178,7 +178,6 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
 
 def _paired_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """rcnas minus every other model of the same dataset and budget, paired by seed."""
-    from scipy import stats
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for sm in summaries:
         runs.setdefault((sm["task"]["dataset"], sm["task"]["budget"]), []).append(sm["models"])
@@ -194,17 +193,19 @@ def _paired_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if not diffs:
                     continue
                 m, s = mean_std(diffs)
+                short = key.replace("_acc", "")
                 row["seeds"] = len(diffs)
-                row[key.replace("_acc", "")] = f"{m:+.2f} ± {s:.2f}"
-                row[f"{key.replace('_acc', '')}_rcnas_higher"] = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
-                row[f"{key.replace('_acc', '')}_verdict"] = _verdict(diffs, stats)
+                row[short] = f"{m:+.2f} ± {s:.2f}"
+                row[f"{short}_rcnas_higher"] = f"{sum(d > 0 for d in diffs)}/{len(diffs)}"
+                row[f"{short}_verdict"] = _verdict(diffs)
             if "seeds" in row:
                 rows.append(row)
     return rows
 
 
-def _verdict(diffs: list[float], stats) -> str:
+def _verdict(diffs: list[float]) -> str:
     """`ahead` / `behind` when a two-sided paired t-test at 95% excludes 0, else `tie`."""
+    from scipy import stats
     if len(diffs) < 2:
         return "tie (1 seed)"
     m, s = mean_std(diffs)

@@ -108,7 +108,7 @@ class ModelCard:
                    data_split=data_split, n_eval=result.n, params=params, macs=macs,
                    latency_ms_cpu=latency_ms_cpu, lipschitz=result.lipschitz,
                    warnings=result.warnings,
-                   eval_seconds={k: v for k, v in result.seconds.items() if k != "total"})
+                   eval_seconds=result.attack_seconds)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -50,6 +50,11 @@ class RobustnessResult:
     lipschitz: float | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def attack_seconds(self) -> dict[str, float]:
+        """`seconds` without `total` (this call's wall time): each pass's time as it ran, resumes included."""
+        return {k: v for k, v in self.seconds.items() if k != "total"}
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["warnings"] = list(self.warnings)

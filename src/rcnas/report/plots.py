@@ -81,8 +81,10 @@ def _figure(w: float, h: float, nrows: int = 1, ncols: int = 1, **kw: Any):
     return fig, axes
 
 
-def _save(fig, path: str | Path) -> Path:
-    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI))
+def _save(fig, path: str | Path, tight: bool = False) -> Path:
+    """`tight`: grow the image to what is drawn outside the axes (a legend below them)."""
+    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI,
+                                                    bbox_inches="tight" if tight else None))
 
 
 def _no_data(ax, text: str = "no data") -> None:
@@ -285,7 +287,7 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], path: str | Path, metric: s
     if label_points and labels:
         fig.canvas.draw()
         _place_labels(fig, ax, labels, [])
-    return atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI, bbox_inches="tight"))
+    return _save(fig, path, tight=True)
 
 
 # --- topology ------------------------------------------------------------------------------------
