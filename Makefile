@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/rcnas bench adaptation --seeds 5 --agent runs/agent-table --out bench/results
 	$(BIN)/rcnas bench search --seeds 30 --agent runs/agent-table --out bench/results
 	$(BIN)/rcnas bench comparison --config configs/comparison-digits.yaml --out bench/results
+	$(BIN)/rcnas bench comparison --config configs/comparison-fashion-cpu.yaml --out bench/results
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

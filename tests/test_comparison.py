@@ -4,6 +4,7 @@ summary over finished runs, and failures of parallel runs; plus the `rcnas run -
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def _fake_run(path: Path, cfg: RunConfig, models: dict[str, dict]) -> None:
         "config": {"seed": cfg.seed, "final_epochs": cfg.final_epochs, "baselines": list(cfg.baselines)}}))
 
 
-@pytest.mark.parametrize("name", ["comparison-gpu.yaml", "comparison-digits.yaml"])
+@pytest.mark.parametrize("name", ["comparison-gpu.yaml", "comparison-digits.yaml", "comparison-fashion-cpu.yaml"])
 def test_shipped_comparison_configs_load(name: str) -> None:
     cmp = load_comparison(CONFIGS / name)
     runs = cmp.runs()
@@ -85,6 +86,32 @@ def test_summary_counts_finished_runs_and_a_run_with_fewer_baselines_is_resumed(
     ran.clear()
     bench_comparison(out=str(tmp_path), config=cmp, summarize_only=True)
     assert ran == []
+
+
+def test_a_finished_teacher_at_is_reused_across_budgets_of_the_same_settings(tmp_path: Path) -> None:
+    from rcnas.config import save_yaml
+    cfg = RunConfig(dataset="digits", seed=1, budget="0.3x", baselines=("uniform",))
+    done = tmp_path / "digits-0.5x-s1"
+    save_yaml(replace(cfg, budget="0.5x", baselines=("uniform", "random")), done / "run.yaml")
+    (done / "models" / "teacher-at" / "checkpoints").mkdir(parents=True)
+    (done / "models" / "teacher-at" / "card.json").write_text('{"pgd20_acc": 0.5}')
+    (done / "models" / "teacher-at" / "checkpoints" / "last.pt").write_text("big")
+    other_seed = tmp_path / "digits-0.5x-s0"
+    save_yaml(replace(cfg, budget="0.5x", seed=0), other_seed / "run.yaml")
+
+    comparison._reuse_teacher_at(tmp_path / "digits-0.3x-s1", cfg)
+    reused = tmp_path / "digits-0.3x-s1" / "models" / "teacher-at"
+    assert json.loads((reused / "card.json").read_text()) == {"pgd20_acc": 0.5}
+    assert not (reused / "checkpoints").exists() and not reused.with_name("teacher-at.partial").exists()
+
+    # other training settings, another seed, or a teacher-at still training: nothing to reuse
+    comparison._reuse_teacher_at(tmp_path / "digits-0.3x-s0", replace(cfg, seed=0))
+    assert not (tmp_path / "digits-0.3x-s0" / "models").exists()
+    comparison._reuse_teacher_at(tmp_path / "digits-0.2x-s1", replace(cfg, budget="0.2x", final_epochs=3))
+    assert not (tmp_path / "digits-0.2x-s1" / "models").exists()
+    (done / "models" / "teacher-at" / "card.json").unlink()
+    comparison._reuse_teacher_at(tmp_path / "digits-0.4x-s1", replace(cfg, budget="0.4x"))
+    assert not (tmp_path / "digits-0.4x-s1" / "models").exists()
 
 
 def test_failed_parallel_runs_are_reported_and_the_others_go_on(tmp_path: Path, monkeypatch) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,7 @@ from typing import Any
 
 from rcnas.bench.runner import BENCHES
 from rcnas.bench.summary import machine_meta, mean_std, meta_lines, table_md, write_summary
-from rcnas.config import from_dict, to_dict
+from rcnas.config import from_dict, load_yaml, to_dict
 from rcnas.errors import BadInput, RunFailure
 from rcnas.io import read_yaml
 from rcnas.pipeline import RunConfig
@@ -64,8 +65,32 @@ def _run_one(cfg: RunConfig, out: str, data_dir: str | None, threads: int) -> st
 
     from rcnas.pipeline import run_pipeline
     torch.set_num_threads(threads)
+    _reuse_teacher_at(Path(out), cfg)
     run_pipeline(cfg, out=out, data_dir=data_dir, progress=False)
     return out
+
+
+def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
+    """The adversarially trained teacher does not depend on the budget: when a run of the same settings
+    and seed at another budget has finished it, its model directory is copied (training checkpoints
+    left behind) and the pipeline keeps its card instead of training the same network again."""
+    target = path / "models" / "teacher-at"
+    if (target / "card.json").exists():
+        return
+    for sibling in sorted(path.parent.glob(f"{cfg.dataset}-*-s{cfg.seed}")):
+        source = sibling / "models" / "teacher-at"
+        if sibling == path or not (source / "card.json").is_file() or not (sibling / "run.yaml").is_file():
+            continue
+        other = load_yaml(RunConfig, sibling / "run.yaml")
+        if replace(other, budget=cfg.budget, baselines=cfg.baselines, device=cfg.device) != cfg:
+            continue
+        partial = target.with_name("teacher-at.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns("checkpoints"))
+        shutil.rmtree(target, ignore_errors=True)  # an unfinished teacher-at of this run
+        partial.rename(target)
+        logger.info("%s: teacher-at reused from %s", path.name, sibling.name)
+        return
 
 
 @BENCHES.register("comparison")
@@ -145,8 +170,8 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
     paired_rows = _paired_rows(summaries)
     search_rows = _search_rows(out / f"{name}-runs")
     configs = {sm["task"]["dataset"]: {k: sm["config"].get(k) for k in (
-        "final_epochs", "final_recipe", "final_batch_size", "final_lr", "final_train_samples", "final_bf16",
-        "evaluations", "aa_samples", "teacher_epochs", "device", "baselines")} for sm in summaries}
+        "teacher", "final_epochs", "final_recipe", "final_batch_size", "final_lr", "final_train_samples", "final_bf16",
+        "evaluations", "eval_samples", "aa_samples", "teacher_epochs", "device", "baselines")} for sm in summaries}
     ran_on = sorted({f"{m['device_name']} ({m['device']}, torch {m['torch']})" for sm in summaries
                      if (m := sm.get("machine"))} | {f"device {d}" for d in _run_devices(out / f"{name}-runs")})
     meta = machine_meta(sorted({sm["config"]["seed"] for sm in summaries}), runs=len(summaries),
@@ -155,8 +180,9 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
                         note="clean/PGD-20/CW-40 on n_test test images (the whole test split unless "
                              "eval_samples); AutoAttack (worst case with the others) on a stratified "
                              "subset of n_aa test images")
-    md = (f"# The paper's comparison on real data ({name}: `rcnas run` per seed, final PGD adversarial "
-          "training, test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped meta-trained "
+    recipes = ", ".join(sorted({str(sm["config"].get("final_recipe", "pgd")) for sm in summaries})) or "none"
+    md = (f"# The paper's comparison on real data ({name}: `rcnas run` per seed, final adversarial "
+          f"training: {recipes}, test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped meta-trained "
           "agent fine-tuned on the held-out task; teacher-at = the teacher adversarially trained the same "
           "way; uniform / last-stage / compound = the heuristic rules at the same budget; random = the best "
           "of random search with the same evaluations and proxy as rcnas.\n\n" + table_md(rows) + "\n"
