@@ -66,7 +66,15 @@ def _machine(device: str) -> dict[str, Any]:
     return {"device": device, "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-_MAY_CHANGE_ON_RESUME = ("baselines", "device")
+MAY_CHANGE_ON_RESUME = ("baselines", "device")
+
+
+def changed_settings(old: RunConfig, new: RunConfig,
+                     allowed: tuple[str, ...] = MAY_CHANGE_ON_RESUME) -> list[str]:
+    """The fields of `new` that differ from `old`, leaving out those `allowed` to change (by default
+    what a resumed run may change: its finished networks stay valid)."""
+    return [f.name for f in fields(RunConfig)
+            if f.name not in allowed and getattr(old, f.name) != getattr(new, f.name)]
 
 
 def _check_resumable(cfg: RunConfig, out: Path) -> None:
@@ -75,9 +83,7 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
     path = out / "run.yaml"
     if not path.is_file():
         return
-    old = load_yaml(RunConfig, path)
-    changed = [f.name for f in fields(RunConfig)
-               if f.name not in _MAY_CHANGE_ON_RESUME and getattr(old, f.name) != getattr(cfg, f.name)]
+    changed = changed_settings(load_yaml(RunConfig, path), cfg)
     if changed:
         raise BadInput(f"{out} holds a run with other settings ({', '.join(changed)} differ from {path}); "
                        "use a new --out, or delete that directory to start over")

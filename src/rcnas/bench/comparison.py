@@ -25,7 +25,7 @@ from rcnas.bench.summary import machine_meta, mean_std, meta_lines, table_md, wr
 from rcnas.config import from_dict, load_yaml, to_dict
 from rcnas.errors import BadInput, RunFailure
 from rcnas.io import read_yaml
-from rcnas.pipeline import RunConfig
+from rcnas.pipeline import MAY_CHANGE_ON_RESUME, RunConfig, changed_settings
 
 logger = logging.getLogger(__name__)
 METRICS = ("clean_acc", "pgd20_acc", "cw40_acc", "aa_acc")
@@ -77,12 +77,13 @@ def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
     target = path / "models" / "teacher-at"
     if (target / "card.json").exists():
         return
-    for sibling in sorted(path.parent.glob(f"{cfg.dataset}-*-s{cfg.seed}")):
+    siblings = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
+    for sibling in siblings:
         source = sibling / "models" / "teacher-at"
         if sibling == path or not (source / "card.json").is_file() or not (sibling / "run.yaml").is_file():
             continue
         other = load_yaml(RunConfig, sibling / "run.yaml")
-        if replace(other, budget=cfg.budget, baselines=cfg.baselines, device=cfg.device) != cfg:
+        if changed_settings(other, cfg, allowed=(*MAY_CHANGE_ON_RESUME, "budget")):
             continue
         partial = target.with_name("teacher-at.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -170,8 +171,9 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
     paired_rows = _paired_rows(summaries)
     search_rows = _search_rows(out / f"{name}-runs")
     configs = {sm["task"]["dataset"]: {k: sm["config"].get(k) for k in (
-        "teacher", "final_epochs", "final_recipe", "final_batch_size", "final_lr", "final_train_samples", "final_bf16",
-        "evaluations", "eval_samples", "aa_samples", "teacher_epochs", "device", "baselines")} for sm in summaries}
+        "teacher", "final_epochs", "final_recipe", "final_batch_size", "final_lr", "final_train_samples",
+        "final_bf16", "evaluations", "eval_samples", "aa_samples", "teacher_epochs", "device", "baselines")}
+        for sm in summaries}
     ran_on = sorted({f"{m['device_name']} ({m['device']}, torch {m['torch']})" for sm in summaries
                      if (m := sm.get("machine"))} | {f"device {d}" for d in _run_devices(out / f"{name}-runs")})
     meta = machine_meta(sorted({sm["config"]["seed"] for sm in summaries}), runs=len(summaries),
@@ -182,8 +184,8 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
                              "subset of n_aa test images")
     recipes = ", ".join(sorted({str(sm["config"].get("final_recipe", "pgd")) for sm in summaries})) or "none"
     md = (f"# The paper's comparison on real data ({name}: `rcnas run` per seed, final adversarial "
-          f"training: {recipes}, test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped meta-trained "
-          "agent fine-tuned on the held-out task; teacher-at = the teacher adversarially trained the same "
+          f"training: {recipes}, test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped "
+          "meta-trained agent fine-tuned on the held-out task; teacher-at = the teacher adversarially trained the same "
           "way; uniform / last-stage / compound = the heuristic rules at the same budget; random = the best "
           "of random search with the same evaluations and proxy as rcnas.\n\n" + table_md(rows) + "\n"
           + "\n## rcnas minus each other model, paired by seed\n\nDifferences in accuracy points (rcnas − "
