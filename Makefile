@@ -44,5 +44,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/rcnas bench comparison --config configs/comparison-digits.yaml --out bench/results
 	$(BIN)/rcnas bench comparison --config configs/comparison-fashion-cpu.yaml --out bench/results
 
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -129,7 +129,7 @@ def test_autoattack_restores_the_callers_trace_function(model, data):
     def tracer(frame, event, arg):  # a stand-in for coverage or a debugger
         calls.append(event)
 
-    x, y = data.xte[:8], data.yte[:8]
+    x = data.xte[:8]
     wrong = (model(x).argmax(1) + 1) % 10  # nothing to attack: AutoAttack returns after its checks
     sys.settrace(tracer)
     try:
@@ -222,7 +222,7 @@ def test_pgd_core_with_a_trades_loss(model, data):
 
 def test_pgd_core_accepts_per_sample_losses_and_no_grad(model, data):
     x, y = data.xte[:32], data.yte[:32]
-    kw = dict(eps=EPS, step_size=0.02, steps=5, random_start=False)
+    kw = {"eps": EPS, "step_size": 0.02, "steps": 5, "random_start": False}
     summed = pgd(model, x, y, lambda z, t: F.cross_entropy(z, t, reduction="sum"), **kw)
     with torch.no_grad():
         per_sample = pgd(model, x, y, lambda z, t: F.cross_entropy(z, t, reduction="none"), **kw)

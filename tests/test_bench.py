@@ -42,6 +42,8 @@ def test_table_serves_means_and_its_space(toy_table) -> None:
     best, value = ev.optimum(task, "cw")
     all_in_budget = [ev.evaluate(task, space.arch(s), 0) for s in space.all_states()]
     assert value == max(r.metrics["cw"] for r in all_in_budget if r.macs <= task.budget_macs)
+    best_record = ev.evaluate(task, best, 0)
+    assert best_record.metrics["cw"] == value and best_record.macs <= task.budget_macs
     with pytest.raises(BadInput, match="covers digits"):
         ev.space(resolve(Task("digits", "pgd", "wrn-16-2", "0.5x")))
 

@@ -28,7 +28,7 @@ def test_torchrun_two_cpu_processes_train_one_model(tmp_path) -> None:
            "-m", "rcnas.train.ddp", "--arch", str(arch), "--dataset", "digits", "--out", str(out),
            "--recipe", "pgd", "--attack-steps", "2", "--epochs", "2", "--batch-size", "64",
            "--device", "cpu", "--json"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, proc.stdout  # only rank 0 reports (and writes)

@@ -11,13 +11,13 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from rcnas.cli import main  # noqa: E402
-from rcnas.errors import BadInput  # noqa: E402
-from rcnas.search.driver import LocalExecutor, run_search  # noqa: E402
-from rcnas.search.evaluator import Evaluator  # noqa: E402
-from rcnas.search.ray_executor import RayExecutor  # noqa: E402
-from rcnas.search.searchers import make_searcher  # noqa: E402
-from rcnas.testing import ToyEvaluator, toy_context  # noqa: E402
+from rcnas.cli import main
+from rcnas.errors import BadInput
+from rcnas.search.driver import LocalExecutor, run_search
+from rcnas.search.evaluator import Evaluator
+from rcnas.search.ray_executor import RayExecutor
+from rcnas.search.searchers import make_searcher
+from rcnas.testing import ToyEvaluator, toy_context
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,7 @@ catastrophic-overfitting guard fires on a collapse and only then, checkpoints fa
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def tiny_cnn(seed: int = 0, width: int = 16) -> nn.Module:
 
 
 # Small but real: batch 64 (~15 steps/epoch), validation on 128 images with PGD-10.
-FAST = dict(batch_size=64, lr=0.05, val_samples=128)
+FAST = {"batch_size": 64, "lr": 0.05, "val_samples": 128}
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,8 @@ def test_config_round_trips_and_validates() -> None:
     assert from_dict(TrainConfig, d) == cfg
     assert to_dict(from_dict(TrainConfig, d)) == d
     assert from_dict(TrainConfig, to_dict(TrainConfig())) == TrainConfig()
-    for bad in (dict(recipe="madry"), dict(schedule="linear"), dict(ema=1.5), dict(eps=8),
-                dict(milestones=(0.9, 0.5)), dict(select_by="val")):
+    for bad in ({"recipe": "madry"}, {"schedule": "linear"}, {"ema": 1.5}, {"eps": 8},
+                {"milestones": (0.9, 0.5)}, {"select_by": "val"}):
         with pytest.raises(BadInput):
             TrainConfig(**bad)
     with pytest.raises(BadInput, match="did you mean 'epochs'"):
@@ -94,7 +95,7 @@ def test_schedule_shapes() -> None:
     assert lrs[75] == lrs[89] == pytest.approx(0.01)  # x0.1 at 75% of the epochs
     assert lrs[90] == lrs[99] == pytest.approx(0.001)  # and again at 90%
     cos = [lr_at(dataclasses.replace(cfg, schedule="cosine"), s, 10) for s in range(1000)]
-    assert cos[0] == 0.1 and cos[500] == pytest.approx(0.05) and all(a >= b for a, b in zip(cos, cos[1:]))
+    assert cos[0] == 0.1 and cos[500] == pytest.approx(0.05) and all(a >= b for a, b in itertools.pairwise(cos))
     one = [lr_at(dataclasses.replace(cfg, schedule="onecycle"), s, 10) for s in range(1000)]
     peak = max(range(1000), key=one.__getitem__)
     assert 390 <= peak <= 410 and one[peak] == pytest.approx(0.1, rel=0.01) and 0 < one[0] < 0.001

@@ -130,7 +130,7 @@ def make_evaluator(name: str = "train", proxy: ProxyConfig | None = None, data_d
     if name == "train":
         return TrainEvaluator(proxy, data_dir, device)
     if name == "toy":
-        import rcnas.testing  # noqa: F401  (registers the toy evaluator)
+        import rcnas.testing  # registers the toy evaluator
     elif name == "table":
         import rcnas.search.table  # noqa: F401  (registers the tabular evaluator)
     return EVALUATORS.create(name)
@@ -144,7 +144,7 @@ def load_agent(agent: str | Path | None, seed: int = 0):
     path = PRETRAINED if agent == "pretrained" else Path(agent)
     if agent == "pretrained" and not (path / "agent.json").is_file():
         raise BadInput("no pretrained agent ships with this install; use --agent scratch or meta-train one")
-    loaded, meta = Agent.load(path)
+    loaded, _ = Agent.load(path)
     return loaded, {"agent": str(agent), "meta_updates": loaded.updates}
 
 

@@ -172,8 +172,8 @@ def cmd_run(args: argparse.Namespace) -> None:
 def _run_table(summary: dict[str, Any]) -> str:
     from rcnas.cost import format_macs
     task = summary["task"]
-    lines = [f"{task['dataset']}: {task['attack']} at eps {summary['eps']:g}, teacher {summary['teacher']} "
-             f"({format_macs(summary['teacher_macs'])} MACs), budget {format_macs(summary['budget_macs'])} MACs",
+    lines = [(f"{task['dataset']}: {task['attack']} at eps {summary['eps']:g}, teacher {summary['teacher']} "
+              f"({format_macs(summary['teacher_macs'])} MACs), budget {format_macs(summary['budget_macs'])} MACs"),
              f"{'model':<12} {'MACs':>7} {'clean':>7} {'PGD-20':>7} {'CW-40':>7} {'AA':>7}"]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
     for name, c in summary["models"].items():

@@ -80,7 +80,7 @@ def arch_cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classe
     return Cost(macs, params)
 
 
-def parse_macs(text: str | int | float, teacher_macs: int | None = None) -> int:
+def parse_macs(text: str | float, teacher_macs: int | None = None) -> int:
     """`5G`, `300M`, `12k`, `123456`, or a fraction of the teacher `0.5x` -> integer MACs."""
     from rcnas.errors import BadInput
     if isinstance(text, (int, float)) and not isinstance(text, bool):
@@ -100,15 +100,15 @@ def parse_macs(text: str | int | float, teacher_macs: int | None = None) -> int:
         except ValueError:
             raise BadInput(f"cannot read budget {text!r}; write MACs as 5G, 300M, 12k, an integer, "
                            "or a fraction of the teacher as 0.5x") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not 0 < value < float("inf"):  # also refuses nan
         raise BadInput(f"budget must be a positive number of MACs, got {text!r}")
     if round(value) < 1:
         raise BadInput(f"budget {text!r} is less than one MAC; write MACs as 5G, 300M, 12k, an integer, "
                        "or a fraction of the teacher as 0.5x")
-    return int(round(value))
+    return round(value)
 
 
-def format_macs(macs: int | float) -> str:
+def format_macs(macs: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(macs) >= scale:
             return f"{macs / scale:.3g}{unit}"

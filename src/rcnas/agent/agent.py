@@ -170,7 +170,7 @@ class Agent:
         try:
             with safe_open(str(weights), framework="pt", device="cpu") as f:
                 header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
             if META_KEY in header:  # written in the same rename as the weights: it wins
                 meta = json.loads(header[META_KEY])
         except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to replace

@@ -101,7 +101,7 @@ class AutoAttack(Attack):
         adversary.apgd_targeted.n_target_classes = n_targets
         adversary.fab.n_target_classes = n_targets
 
-        private = logging.Logger("pyautoattack", logging.DEBUG)  # not in the global hierarchy
+        private = logging.Logger("pyautoattack", logging.DEBUG)  # noqa: LOG001 - kept out of the global hierarchy
         private.propagate = False
         collect = _Collect()
         private.addHandler(collect)

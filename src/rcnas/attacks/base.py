@@ -23,7 +23,7 @@ from rcnas.registry import Registry
 NORMS = ("Linf", "L2")
 
 # Attack classes by kind ("clean", "fgsm", "pgd", "cw", "aa"); `make_attack` parses step counts.
-ATTACKS: Registry[type["Attack"]] = Registry("attack")
+ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def check_norm(norm: str) -> str:

@@ -128,7 +128,7 @@ def _check_labels(raw: RawData, num_classes: int, what: str) -> None:
 
 def _facts(source: _Source, name: str, raw: RawData) -> tuple[int, int, int, float, str]:
     """(num_classes, channels, input_size, eps, augmentation); checked against a built-in's facts."""
-    _, c, h, w = raw.x.shape
+    _, c, h, _ = raw.x.shape
     if source.kind in ("npz", "folder"):
         if len(raw.y) == 0:
             raise BadInput(f"{source.path} holds no images; add some")

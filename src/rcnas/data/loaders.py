@@ -127,12 +127,12 @@ class SafeUnpickler(pickle.Unpickler):
     `find_class` allows exactly the numpy array reconstruction names and refuses the rest.
     """
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),   # what the official files (numpy 1.x) name
         ("numpy._core.multiarray", "_reconstruct"),  # what numpy >= 2 writes
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-    }
+    })
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:

@@ -42,7 +42,7 @@ def observation(ctx: SearchContext, state: State, t: int, steps: int) -> np.ndar
 
 
 class CompressionEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
 
     def __init__(self, ctx: SearchContext, steps: int = 3) -> None:
         super().__init__()

@@ -118,7 +118,7 @@ class _State:
         try:
             saved = torch.load(mask_path, map_location="cpu", weights_only=True)
             correct, ratios = saved["correct"], saved["ratios"]
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever makes it unreadable, the fix is the same
             raise BadInput(f"{mask_path} is missing or unreadable; {fix}") from None
         if correct.dtype != torch.bool or tuple(correct.shape) != (self.n,):
             raise BadInput(f"{mask_path} does not hold {self.n} per-sample results; {fix}")

@@ -46,7 +46,7 @@ def fmt_seconds(v: Any) -> str:
         return "-"
     if v < 60:
         return f"{v:.1f} s"
-    m, s = divmod(int(round(v)), 60)
+    m, s = divmod(round(v), 60)
     h, m = divmod(m, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
 
@@ -342,7 +342,7 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
                 P.plot_reward_curve(trials, root / PLOTS["reward_curve"], title="search reward per trial",
                                     updates=history or None, budget=int(budget) if budget else None)
                 made.append(("reward per trial and running best", PLOTS["reward_curve"]))
-            except Exception as e:  # a figure never stops the report
+            except Exception as e:  # noqa: BLE001 - a figure never stops the report
                 reader.problems.append(f"reward curve not drawn: {type(e).__name__}: {e}")
         if cards:
             has_aa = any(_num(c.get("aa_acc")) is not None for c in cards.values())
@@ -354,7 +354,7 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
                     P.plot_pareto(points, root / PLOTS["pareto"], metric=metric,
                                   title="robust accuracy vs MACs", budget=int(budget) if budget else None)
                     made.append(("robust accuracy vs MACs", PLOTS["pareto"]))
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001
                     reader.problems.append(f"Pareto plot not drawn: {type(e).__name__}: {e}")
             archs = {n: c["arch"] for n, c in cards.items()
                      if isinstance(c.get("arch"), dict) and not n.startswith("teacher")}
@@ -362,7 +362,7 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
                 try:
                     P.plot_topology(archs, teacher, root / PLOTS["topology"])
                     made.append(("network shapes relative to the teacher", PLOTS["topology"]))
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001
                     reader.problems.append(f"topology plot not drawn: {type(e).__name__}: {e}")
         if made:
             lines += ["## Plots", ""]
@@ -375,8 +375,8 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
         rows = [[fmt_value(k), fmt_seconds(v)] for k, v in timings.items()]
         total = sum(v for v in (_num(t) for t in timings.values()) if v is not None)
         rows.append(["**total**", f"**{fmt_seconds(total)}**"])
-        lines += ["## Timings", "", "The time each stage took when it ran (candidate evaluations, training epochs, "
-                  "attacks), also when an earlier, interrupted call did it.", "",
+        lines += ["## Timings", "", ("The time each stage took when it ran (candidate evaluations, training "
+                  "epochs, attacks), also when an earlier, interrupted call did it."), "",
                   *_table(["stage", "seconds of work"], rows, ["---", "--:"]), ""]
     return lines
 

@@ -199,7 +199,7 @@ def _place_labels(fig, ax, items: list[tuple[float, float, str, float]], avoid: 
     inside = ax.get_window_extent(renderer)
     px = fig.dpi / 72.0
     taken = list(avoid)
-    backing = dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8)  # readable over lines
+    backing = {"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}  # readable over lines
     for x, y, _, r in items:
         cx, cy = ax.transData.transform((x, y))
         taken.append(Bbox.from_extents(cx - r * px, cy - r * px, cx + r * px, cy + r * px))

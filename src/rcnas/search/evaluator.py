@@ -100,7 +100,7 @@ class TrainEvaluator(Evaluator):
         self.proxy_key = f"train:{self.proxy.key()}"
         self._lips_cache: dict[tuple[str, Arch], float] = {}
 
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019 - bounded; an evaluator lives as long as its search or meta-training
     def _splits(self, dataset: str):
         from rcnas.data import load_dataset
         splits = load_dataset(dataset, self.data_dir)
@@ -110,7 +110,7 @@ class TrainEvaluator(Evaluator):
             min(self.proxy.val_samples, len(splits.val)), seed=0)
         return splits.info, train, val
 
-    @lru_cache(maxsize=4)
+    @lru_cache(maxsize=4)  # noqa: B019
     def _teacher(self, dataset: str, teacher: str):
         from rcnas.teacher import get_teacher
         return get_teacher(dataset, teacher, data_dir=self.data_dir, epochs=self.proxy.teacher_epochs,
@@ -153,7 +153,7 @@ class TrainEvaluator(Evaluator):
         if key not in self._lips_cache:
             from rcnas.attacks import local_lipschitz, make_attack
             from rcnas.models import inherit
-            info, _, val = self._splits(task.dataset)
+            _, _, val = self._splits(task.dataset)
             model = inherit(self._teacher(task.dataset, task.teacher), arch, self.proxy.inherit).eval()
             kind = attack_kind(task.attack)
             name = {"clean": "fgsm", "fgsm": "fgsm", "pgd": "pgd5", "cw": "cw5", "aa": "pgd5"}[kind]

@@ -163,7 +163,7 @@ class RayExecutor:
             self._started = False
         self._remote = None
 
-    def __enter__(self) -> RayExecutor:
+    def __enter__(self) -> RayExecutor:  # noqa: PYI034 - typing.Self needs Python 3.11
         return self
 
     def __exit__(self, *exc) -> None:

@@ -116,7 +116,7 @@ def read_snapshot(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
         meta = json.loads(header[META_KEY]) if META_KEY in header else {}
     except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
         raise BadInput(f"checkpoint {path} is corrupt or not a safetensors file ({type(e).__name__}); "
