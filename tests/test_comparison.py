@@ -30,7 +30,7 @@ def _fake_run(path: Path, cfg: RunConfig, models: dict[str, dict]) -> None:
         "config": {"seed": cfg.seed, "final_epochs": cfg.final_epochs, "baselines": list(cfg.baselines)}}))
 
 
-@pytest.mark.parametrize("name", ["comparison-gpu.yaml", "comparison-digits.yaml", "comparison-fashion-cpu.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("comparison*.yaml")))
 def test_shipped_comparison_configs_load(name: str) -> None:
     cmp = load_comparison(CONFIGS / name)
     runs = cmp.runs()
