@@ -139,6 +139,19 @@ def test_report_plots_are_valid_pngs(run_report):
     assert not list(root.glob(".*.tmp"))  # atomic writes leave nothing behind
 
 
+def test_a_figure_that_fails_is_a_note_and_the_others_are_drawn(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("no room")
+    monkeypatch.setattr("rcnas.report.plots.plot_pareto", broken)
+    root = make_run_dir(tmp_path)
+    text = write_report(root).read_text()
+    assert "- Pareto plot not drawn: ValueError: no room" in text
+    assert "](pareto.png)" not in text and not (root / "pareto.png").exists()
+    for name in ("reward_curve.png", "topology.png"):
+        assert f"]({name})" in text
+        assert_png(root / name)
+
+
 def test_pareto_front():
     pts = [{"name": "a", "macs": 10, "acc": 0.50},
            {"name": "b", "macs": 20, "acc": 0.60},

@@ -182,7 +182,7 @@ def summarize_comparison(out: str | Path = "bench/results", name: str = "compari
                         note="clean/PGD-20/CW-40 on n_test test images (the whole test split unless "
                              "eval_samples); AutoAttack (worst case with the others) on a stratified "
                              "subset of n_aa test images")
-    recipes = ", ".join(sorted({str(sm["config"].get("final_recipe", "pgd")) for sm in summaries})) or "none"
+    recipes = ", ".join(sorted({str(sm["config"].get("final_recipe", RunConfig.final_recipe)) for sm in summaries})) or "none"
     md = (f"# The paper's comparison on real data ({name}: `rcnas run` per seed, final adversarial "
           f"training: {recipes}, test split)\n\nAccuracies in %, mean ± std over seeds. rcnas = the shipped "
           "meta-trained agent fine-tuned on the held-out task; teacher-at = the teacher adversarially trained the same "

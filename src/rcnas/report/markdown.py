@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -337,33 +338,33 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
     # plots
     if plots:
         made = []
-        if trials:
+        budget_macs = int(budget) if budget else None
+
+        def draw(key: str, alt: str, what: str, plot: Callable[[Path], Any]) -> None:
             try:
-                P.plot_reward_curve(trials, root / PLOTS["reward_curve"], title="search reward per trial",
-                                    updates=history or None, budget=int(budget) if budget else None)
-                made.append(("reward per trial and running best", PLOTS["reward_curve"]))
+                plot(root / PLOTS[key])
+                made.append((alt, PLOTS[key]))
             except Exception as e:  # noqa: BLE001 - a figure never stops the report
-                reader.problems.append(f"reward curve not drawn: {type(e).__name__}: {e}")
+                reader.problems.append(f"{what} not drawn: {type(e).__name__}: {e}")
+
+        if trials:
+            draw("reward_curve", "reward per trial and running best", "reward curve",
+                 lambda path: P.plot_reward_curve(trials, path, title="search reward per trial",
+                                                  updates=history or None, budget=budget_macs))
         if cards:
             has_aa = any(_num(c.get("aa_acc")) is not None for c in cards.values())
             metric = "aa_acc" if has_aa else "pgd20_acc"
             points = [{"name": n, "kind": P.model_kind(n), "macs": c.get("macs"), metric: c.get(metric)}
                       for n, c in cards.items()]
             if any(_num(p[metric]) is not None and _num(p["macs"]) is not None for p in points):
-                try:
-                    P.plot_pareto(points, root / PLOTS["pareto"], metric=metric,
-                                  title="robust accuracy vs MACs", budget=int(budget) if budget else None)
-                    made.append(("robust accuracy vs MACs", PLOTS["pareto"]))
-                except Exception as e:  # noqa: BLE001
-                    reader.problems.append(f"Pareto plot not drawn: {type(e).__name__}: {e}")
+                draw("pareto", "robust accuracy vs MACs", "Pareto plot",
+                     lambda path: P.plot_pareto(points, path, metric=metric, title="robust accuracy vs MACs",
+                                                budget=budget_macs))
             archs = {n: c["arch"] for n, c in cards.items()
                      if isinstance(c.get("arch"), dict) and not n.startswith("teacher")}
             if teacher is not None and archs:
-                try:
-                    P.plot_topology(archs, teacher, root / PLOTS["topology"])
-                    made.append(("network shapes relative to the teacher", PLOTS["topology"]))
-                except Exception as e:  # noqa: BLE001
-                    reader.problems.append(f"topology plot not drawn: {type(e).__name__}: {e}")
+                draw("topology", "network shapes relative to the teacher", "topology plot",
+                     lambda path: P.plot_topology(archs, teacher, path))
         if made:
             lines += ["## Plots", ""]
             for alt, name in made:
