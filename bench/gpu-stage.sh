@@ -5,9 +5,9 @@
 #   .gpu/cache  the teacher cache (RCNAS_CACHE) that earlier leases brought back
 # and, with RESULTS_DIR, unpack what an earlier lease brought back (results.tgz.part-*).
 # Usage: bench/gpu-stage.sh [RESULTS_DIR]
-# Then, on the GPU machine, carrying ".gpu" and "bench/results/comparison-gpu-runs":
-#   export PYTHONPATH=$PWD/src:$PWD/.gpu/site RCNAS_DATA=$PWD/.gpu/data RCNAS_CACHE=$PWD/.gpu/cache
-#   bash bench/gpu.sh "$OUT" 540 --comparison-only
+# Then, on the GPU machine, carrying ".gpu" and the comparison's runs (bench/results/NAME-runs):
+#   export PYTHONPATH=$PWD/.gpu/site RCNAS_DATA=$PWD/.gpu/data RCNAS_CACHE=$PWD/.gpu/cache
+#   bash bench/gpu.sh "$OUT" 540 comparison [configs/comparison-NAME.yaml]
 set -eu
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 mkdir -p .gpu/site .gpu/data/fashion-mnist .gpu/cache
@@ -20,4 +20,4 @@ cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .gpu/data/fashion-mnist/
 if [ -n "${1:-}" ]; then
   cat "$1"/results.tgz.part-* | tar xz
 fi
-du -sh .gpu bench/results/comparison-gpu-runs
+du -sh .gpu bench/results/*-runs

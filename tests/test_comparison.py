@@ -27,7 +27,8 @@ def _fake_run(path: Path, cfg: RunConfig, models: dict[str, dict]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     (path / "summary.json").write_text(json.dumps({
         "task": {"dataset": cfg.dataset, "budget": cfg.budget}, "models": models,
-        "config": {"seed": cfg.seed, "final_epochs": cfg.final_epochs, "baselines": list(cfg.baselines)}}))
+        "config": {"seed": cfg.seed, "final_epochs": cfg.final_epochs, "baselines": list(cfg.baselines),
+                   "eval_samples": cfg.eval_samples, "aa_samples": cfg.aa_samples}}))
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("comparison*.yaml")))
@@ -86,6 +87,10 @@ def test_summary_counts_finished_runs_and_a_run_with_fewer_baselines_is_resumed(
     ran.clear()
     bench_comparison(out=str(tmp_path), config=cmp, summarize_only=True)
     assert ran == []
+    # another evaluation (the whole test split for AutoAttack) makes the finished seed 0 a run to resume
+    bench_comparison(out=str(tmp_path), config=replace(cmp, groups=(replace(
+        cmp.groups[0], run=replace(cfg, aa_samples=None)),)))
+    assert ran == ["digits-0.5x-s0", "digits-0.5x-s1", "digits-0.5x-s2"]
 
 
 def test_a_finished_teacher_at_is_reused_across_budgets_of_the_same_settings(tmp_path: Path) -> None:

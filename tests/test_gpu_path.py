@@ -111,3 +111,19 @@ def test_cuda_compiled_bf16_channels_last_fit_learns_and_attacks_run_in_fp32(dig
     finally:
         probe.close()
     assert 0.0 <= result.attacks["pgd5"] <= result.clean
+
+
+@needs_cuda
+def test_the_final_evaluation_with_autoattack_runs_on_cuda(digits) -> None:
+    """The comparison's evaluation (clean, PGD-20, CW-40, AutoAttack with the per-sample worst case) on
+    CUDA (on CPU it is tests/test_evaluate.py's)."""
+    device = "cuda"
+    model = tiny(digits.info)
+    fit(model, digits.train, digits.val, TrainConfig(recipe="pgd", epochs=2, attack_steps=2, batch_size=32,
+                                                     lr=0.1, val_samples=64, device=device),
+        info=digits.info, progress=False)
+    result = evaluate_robustness(model, digits.test.x[:64], digits.test.y[:64], eps=digits.info.default_eps,
+                                 device=device)
+    assert set(result.attacks) >= {"pgd20", "cw40", "aa"} and result.clean > 0.3
+    assert result.attacks["aa"] <= result.attacks["pgd20"] <= result.clean
+    assert result.worst_case <= min(result.attacks.values())

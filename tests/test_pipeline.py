@@ -10,7 +10,7 @@ from rcnas.cli import main
 
 
 @pytest.mark.slow
-def test_run_end_to_end_on_digits(tmp_path, capsys) -> None:
+def test_run_end_to_end_on_digits(tmp_path, capsys, monkeypatch) -> None:
     from rcnas.pipeline import RunConfig, run_pipeline
     out = tmp_path / "run"
     cfg = RunConfig(agent="scratch", evaluations=2, teacher_epochs=2, final_epochs=1, eval_samples=60,
@@ -70,3 +70,41 @@ def test_run_end_to_end_on_digits(tmp_path, capsys) -> None:
     # more baselines extend the run: the finished models are kept
     more = run_pipeline(replace(cfg, baselines=("uniform", "compound", "last-stage")), out=out, progress=False)
     assert more["models"]["rcnas"] == again["models"]["rcnas"] and "last-stage" in more["models"]
+    # another evaluation (more test images, AutoAttack on more) evaluates the trained networks again and
+    # trains none of them: only the two whose weights were deleted above go back to their training
+    import rcnas.api
+    trained: list[str] = []
+    real_train = rcnas.api.train
+
+    def counting_train(arch, *args, out, **kwargs):
+        trained.append(out.name)
+        return real_train(arch, *args, out=out, **kwargs)
+    monkeypatch.setattr(rcnas.api, "train", counting_train)
+    wider = run_pipeline(replace(cfg, baselines=more["config"]["baselines"], eval_samples=90, aa_samples=30),
+                         out=out, progress=False)
+    assert sorted(trained) == ["compound", "rcnas"]
+    for name, card in wider["models"].items():
+        assert (card["n_eval"], card["aa_n_eval"]) == (90, 30), name
+        assert card["training"] == more["models"][name]["training"] or name in trained, name
+        assert card["aa_acc"] <= card["pgd20_acc"] <= card["clean_acc"], name
+    assert wider["search"]["new_evaluations"] == 0
+
+
+def test_a_run_refuses_a_teacher_trained_again(tmp_path) -> None:
+    """Searches and final trainings of one run start from one teacher: other weights under the same
+    name (a lost cache, trained again) are refused, before any work, naming how to go on."""
+    import torch
+
+    from rcnas.errors import BadInput
+    from rcnas.models import build_model
+    from rcnas.pipeline import _check_teacher
+    from rcnas.space.arch import Arch
+
+    def teacher(seed: int):
+        torch.manual_seed(seed)
+        return build_model(Arch((1, 1, 1), (8, 16, 32)), 10, 1, (0.5,), (0.25,))
+    first = _check_teacher(tmp_path, "wrn-16-1", teacher(0))
+    assert json.loads((tmp_path / "teacher.json").read_text())["weights_sha256"] == first
+    assert _check_teacher(tmp_path, "wrn-16-1", teacher(0)) == first  # the same weights: goes on
+    with pytest.raises(BadInput, match=f"other wrn-16-1 teacher weights \\(sha256 {first[:12]}.*RCNAS_CACHE"):
+        _check_teacher(tmp_path, "wrn-16-1", teacher(1))

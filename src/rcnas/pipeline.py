@@ -66,7 +66,8 @@ def _machine(device: str) -> dict[str, Any]:
     return {"device": device, "device_name": name, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-MAY_CHANGE_ON_RESUME = ("baselines", "device")
+# what a resumed run may change: its finished trainings stay valid (a changed evaluation is redone on them)
+MAY_CHANGE_ON_RESUME = ("baselines", "device", "eval_samples", "aa_samples")
 
 
 def changed_settings(old: RunConfig, new: RunConfig,
@@ -89,6 +90,23 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
                        "use a new --out, or delete that directory to start over")
 
 
+def _check_teacher(out: Path, name: str, teacher) -> str:
+    """A run's searches and final trainings start from one teacher. The first call records its weights'
+    digest; a later one with other weights (its cache lost and the teacher trained again: not
+    bit-identical) is refused, as the finished parts would mix two teachers. Returns the digest."""
+    from rcnas.train.checkpoint import weights_digest
+    digest, path = weights_digest(teacher), out / "teacher.json"
+    if path.is_file():
+        before = read_json(path).get("weights_sha256", "")
+        if before != digest:
+            raise BadInput(f"{out} was run with other {name} teacher weights (sha256 {before[:12]}, now "
+                           f"{digest[:12]}: the teacher cache was trained again); restore that teacher in "
+                           "RCNAS_CACHE, or use a new --out")
+    else:
+        write_json(path, {"teacher": name, "weights_sha256": digest})
+    return digest
+
+
 def _finished_card(mdir: Path, arch, cfg: RunConfig, n_test: int) -> dict[str, Any] | None:
     """The card an earlier call wrote for this `arch` with this run's evaluation settings (a card that
     `rcnas eval` rewrote with other settings does not count: the model is evaluated again)."""
@@ -103,15 +121,23 @@ def _finished_card(mdir: Path, arch, cfg: RunConfig, n_test: int) -> dict[str, A
     return data if same else None
 
 
+def _trained(mdir: Path, arch) -> bool:
+    """This run already finished training `arch` here (the model dir is written when training ends)."""
+    meta = mdir / "model.json"
+    return (mdir / "model.safetensors").is_file() and meta.is_file() and read_json(meta).get("arch") == arch.to_dict()
+
+
 def _train_and_evaluate(api, cfg: RunConfig, name: str, arch, mdir: Path, init, device: str,
                         data_dir: str | None, progress: bool) -> dict[str, Any]:
-    """Final adversarial training and evaluation of one network; its card as a dict."""
+    """Final adversarial training (unless finished: a changed evaluation needs none) and evaluation of
+    one network; its card as a dict."""
     # [choice] final training starts from the teacher's inherited weights, for every network alike
-    api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
-              seed=cfg.seed, data_dir=data_dir, progress=progress, init=init,
-              attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
-              schedule="cosine", device=device, train_samples=cfg.final_train_samples,
-              bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
+    if not _trained(mdir, arch):
+        api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
+                  seed=cfg.seed, data_dir=data_dir, progress=progress, init=init,
+                  attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
+                  schedule="cosine", device=device, train_samples=cfg.final_train_samples,
+                  bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
     return api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
                         name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples).to_dict()
 
@@ -139,6 +165,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress,
                                 epochs=cfg.teacher_epochs, device=device)
     timings["teacher"] = time.time() - t
+    teacher_sha256 = _check_teacher(out, resolved.teacher, teacher)
 
     agent, _ = api.load_agent(cfg.agent, cfg.seed)
     evaluations = cfg.evaluations or agent.cfg.episodes_per_update * 5
@@ -172,7 +199,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
         timings[f"train/{name}"] = card["training"].get("seconds")  # None: a card older than this field
         timings[f"eval/{name}"] = sum(card.get("eval_seconds", {}).values()) or None
 
-    summary = {"task": to_dict(task), "teacher": resolved.teacher, "eps": resolved.eps,
+    summary = {"task": to_dict(task), "teacher": resolved.teacher, "teacher_sha256": teacher_sha256, "eps": resolved.eps,
                "budget_macs": resolved.budget_macs, "teacher_macs": resolved.teacher_macs,
                "search": read_json(out / "search" / "search.json"), "models": cards,
                "timings_s": timings, "config": to_dict(cfg), "machine": _machine(device)}

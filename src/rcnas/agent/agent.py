@@ -200,14 +200,4 @@ class Agent:
         return agent, meta
 
 
-def agent_fingerprint(agent: Agent) -> str:
-    """A short digest of the weights (to tell agents apart in logs and cards)."""
-    import hashlib
-    h = hashlib.sha256()
-    for k, v in sorted(agent.net.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
-__all__ = ["Agent", "AgentConfig", "Episode", "agent_fingerprint"]
+__all__ = ["Agent", "AgentConfig", "Episode"]

@@ -116,13 +116,14 @@ def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick
 
 
 def _finished(path: Path, cfg: RunConfig) -> bool:
-    """A run is done when its summary holds every model the config asks for (a run made with fewer
-    baselines is resumed: what it trained and evaluated is kept)."""
+    """A run is done when its summary holds every model the config asks for, evaluated as it asks (a run
+    made with fewer baselines or another evaluation is resumed: what it trained is kept)."""
     summary = path / "summary.json"
     if not summary.exists():
         return False
-    models = json.loads(summary.read_text()).get("models", {})
-    return {"rcnas", "teacher-at", *cfg.baselines} <= set(models)
+    done = json.loads(summary.read_text())
+    evaluated_so = all(done.get("config", {}).get(k) == getattr(cfg, k) for k in ("eval_samples", "aa_samples"))
+    return evaluated_so and {"rcnas", "teacher-at", *cfg.baselines} <= set(done.get("models", {}))
 
 
 def _run_all(cmp: ComparisonConfig, todo: list[tuple[Path, RunConfig]], data_dir: str | None) -> None:

@@ -78,10 +78,9 @@ def _on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
 
 def _fingerprint(model: nn.Module, x: Tensor, y: Tensor) -> str:
     """A hash of the weights and the data: a state_dir is only valid for the same model and data."""
+    from rcnas.train.checkpoint import weights_digest
     h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    weights_digest(model, h)
     for t in (x, y):
         h.update(str(tuple(t.shape)).encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -13,6 +13,7 @@ weights and bookkeeping out of step:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def save_weights(model: nn.Module, path: str | Path) -> Path:
     """Write `model`'s state dict as a plain safetensors file (atomic)."""
     return write_snapshot(path, pack(model), {})
+
+
+def weights_digest(model: nn.Module, h: Any = None) -> str:
+    """sha256 of the model's state (names and bytes, in state_dict order): equal weights, equal digest.
+    `h`, a hashlib object, is updated instead of a new one (to hash the weights with other data)."""
+    h = h if h is not None else hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
