@@ -72,6 +72,24 @@ def test_resumed_search_repeats_no_evaluation_and_ends_the_same(tmp_path, name: 
     assert again.best.arch == first.best.arch
 
 
+def test_a_resumed_agent_search_reads_its_state_features_back(tmp_path, monkeypatch) -> None:
+    """The agent's LIPS feature (an attack on the inherited network) is kept in the store with the
+    evaluations: replaying a finished search computes none of it again."""
+    store = tmp_path / "store.sqlite"
+    ctx = toy_context(store_path=store)
+    computed: list[Arch] = []
+    real = ctx.evaluator.lips
+    monkeypatch.setattr(ctx.evaluator, "lips", lambda task, arch: computed.append(arch) or real(task, arch))
+    first = run_search(make_searcher("rcnas", ctx, seed=3), 6, progress=False)
+    assert computed and len(computed) == len(set(computed))  # each state's feature computed once
+    ctx = toy_context(store_path=store)
+    monkeypatch.setattr(ctx.evaluator, "lips", lambda task, arch: pytest.fail(f"LIPS computed again for {arch}"))
+    again = run_search(make_searcher("rcnas", ctx, seed=3), 6, progress=False)
+    assert [t.arch for t in again.trials] == [t.arch for t in first.trials]
+    assert Store(store).get_feature(ctx.task.eval_key + ctx.task.attack, computed[0], "lips|toy:v1") == \
+        real(ctx.task, computed[0])
+
+
 def test_search_is_deterministic_for_a_seed_and_differs_across_seeds() -> None:
     runs = [run_search(make_searcher("rcnas", toy_context(), seed=s), 8, progress=False) for s in (0, 0, 1)]
     assert [t.arch for t in runs[0].trials] == [t.arch for t in runs[1].trials]

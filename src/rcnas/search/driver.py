@@ -86,7 +86,14 @@ class SearchContext:
             ok=record.status == "ok")))
 
     def lips(self, arch: Arch) -> float:
-        return self.evaluator.lips(self.task, arch)
+        """The agent's LIPS state feature, kept in the store: a resumed search reads it back instead of
+        attacking the inherited network again (seconds per state on a CPU), on any device alike."""
+        key, name = self.task.eval_key + self.task.attack, f"lips|{self.evaluator.proxy_key}"
+        value = self.store.get_feature(key, arch, name)
+        if value is None:
+            value = self.evaluator.lips(self.task, arch)
+            self.store.put_feature(key, arch, name, value)
+        return value
 
 
 class Searcher(ABC):

@@ -98,7 +98,6 @@ class TrainEvaluator(Evaluator):
         self.proxy = proxy or ProxyConfig()
         self.data_dir, self.device = data_dir, device
         self.proxy_key = f"train:{self.proxy.key()}"
-        self._lips_cache: dict[tuple[str, Arch], float] = {}
 
     @lru_cache(maxsize=4)  # noqa: B019 - bounded; an evaluator lives as long as its search or meta-training
     def _splits(self, dataset: str):
@@ -115,10 +114,6 @@ class TrainEvaluator(Evaluator):
         from rcnas.teacher import get_teacher
         return get_teacher(dataset, teacher, data_dir=self.data_dir, epochs=self.proxy.teacher_epochs,
                            device=self.device, progress=False)
-
-    def __getstate__(self) -> dict:
-        # shipped to executor workers: the driver's growing LIPS cache need not travel
-        return self.__dict__ | {"_lips_cache": {}}
 
     def attacks(self) -> tuple[str, ...]:
         n = self.proxy.val_steps
@@ -149,14 +144,11 @@ class TrainEvaluator(Evaluator):
         return Record(arch, metrics, cost.macs, cost.params, seconds=time.perf_counter() - start)
 
     def lips(self, task: ResolvedTask, arch: Arch) -> float:
-        key = (task.eval_key + task.attack, arch)
-        if key not in self._lips_cache:
-            from rcnas.attacks import local_lipschitz, make_attack
-            from rcnas.models import inherit
-            _, _, val = self._splits(task.dataset)
-            model = inherit(self._teacher(task.dataset, task.teacher), arch, self.proxy.inherit).eval()
-            kind = attack_kind(task.attack)
-            name = {"clean": "fgsm", "fgsm": "fgsm", "pgd": "pgd5", "cw": "cw5", "aa": "pgd5"}[kind]
-            n = self.proxy.lips_samples
-            self._lips_cache[key] = local_lipschitz(model, val.x[:n], val.y[:n], make_attack(name, task.eps))
-        return self._lips_cache[key]
+        # computed once per (task, arch): SearchContext.lips keeps it in the store
+        from rcnas.attacks import local_lipschitz, make_attack
+        from rcnas.models import inherit
+        _, _, val = self._splits(task.dataset)
+        model = inherit(self._teacher(task.dataset, task.teacher), arch, self.proxy.inherit).eval()
+        name = {"clean": "fgsm", "fgsm": "fgsm", "pgd": "pgd5", "cw": "cw5", "aa": "pgd5"}[attack_kind(task.attack)]
+        n = self.proxy.lips_samples
+        return local_lipschitz(model, val.x[:n], val.y[:n], make_attack(name, task.eps))

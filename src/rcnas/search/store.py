@@ -58,6 +58,10 @@ class Store:
                 c.execute("""CREATE TABLE IF NOT EXISTS evaluations (
                     eval_key TEXT, arch TEXT, proxy TEXT, seed INTEGER, record TEXT, status TEXT,
                     created REAL, PRIMARY KEY (eval_key, arch, proxy, seed))""")
+                # state features of (partial) architectures, e.g. the agent's LIPS; added in schema 1
+                # without a version bump: a store without the table gets it, older readers ignore it
+                c.execute("""CREATE TABLE IF NOT EXISTS features (
+                    eval_key TEXT, arch TEXT, name TEXT, value REAL, PRIMARY KEY (eval_key, arch, name))""")
         except sqlite3.DatabaseError as e:
             raise BadInput(f"{self.path} is not a usable rcnas store ({e}); pass another --store "
                            "or delete the file") from None
@@ -86,6 +90,15 @@ class Store:
             "INSERT OR IGNORE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?)",
             (eval_key, record.arch.key(), proxy, seed, record.to_json(), record.status, time.time()))
         return cur.rowcount == 1
+
+    def get_feature(self, eval_key: str, arch: Arch, name: str) -> float | None:
+        row = self._conn().execute("SELECT value FROM features WHERE eval_key=? AND arch=? AND name=?",
+                                   (eval_key, arch.key(), name)).fetchone()
+        return row[0] if row else None
+
+    def put_feature(self, eval_key: str, arch: Arch, name: str, value: float) -> None:
+        self._conn().execute("INSERT OR IGNORE INTO features VALUES (?, ?, ?, ?)",
+                             (eval_key, arch.key(), name, float(value)))
 
     def records(self, eval_key: str | None = None) -> list[Record]:
         sql, args = "SELECT record FROM evaluations", ()
