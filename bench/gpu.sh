@@ -24,6 +24,7 @@ total=${2:-540}
 steps=",${3:-tests,throughput,comparison},"
 config=${4:-configs/comparison-gpu.yaml}
 name=$(sed -n 's/^name: *//p' "$config")
+[ -n "$name" ] || { echo "gpu.sh: $config has no 'name:' line" >&2; exit 2; }
 start=$(date +%s)
 left() { echo $(( total - ($(date +%s) - start) )); }
 mkdir -p "$out"
@@ -39,23 +40,25 @@ if [[ $steps == *,throughput,* ]]; then
   timeout 150 bash -c "$(declare -f rcnas); rcnas bench throughput --device cuda --scale cifar --out bench/results" \
     && cat bench/results/throughput-cifar-cuda.md
 fi
-[[ $steps == *,comparison,* ]] || exit 0
-# leave 40 s to summarize and pack; a run cut short keeps its checkpoints and goes on next time
-echo "comparison $name: $(( $(left) - 40 )) s left"
-timeout $(( $(left) - 40 )) bash -c "$(declare -f rcnas); rcnas bench comparison --config $config --out bench/results"
-rcnas bench comparison --config "$config" --out bench/results --summarize-only
-cat "bench/results/$name.md"
+if [[ $steps == *,comparison,* ]]; then
+  # leave 40 s to summarize and pack; a run cut short keeps its checkpoints and goes on next time
+  budget=$(( $(left) - 40 ))
+  echo "comparison $name: $budget s left"
+  if [ "$budget" -gt 0 ]; then
+    timeout "$budget" bash -c "$(declare -f rcnas); rcnas bench comparison --config $config --out bench/results"
+  fi
+  rcnas bench comparison --config "$config" --out bench/results --summarize-only
+  cat "bench/results/$name.md"
+fi
 
-# what the next lease needs, within the 64 MiB a lease can carry in: finished models (a card.json
-# beside them) need no weights; the fine-tuned agents are outputs, not state; checkpoints of models
-# still training are kept while they stay small (else those models start their training again)
+# what the next lease needs, within the 64 MiB a lease can carry in: rcnas.bench.comparison's
+# not_needed_to_resume leaves out the weights of finished runs, checkpoints of finished trainings and
+# the fine-tuned agents; checkpoints of networks still training are kept while they stay small
 runs="bench/results/$name-runs"
-{ find $runs -name card.json | while read -r card; do
-    d=$(dirname "$card"); echo "$d/model.safetensors"; echo "$d/checkpoints"; done
-  find $runs -type d -path '*/search*/agent'
-} > "$out/exclude.txt"
-unfinished=$(find $runs -type d -path '*/models/*/checkpoints' | while read -r d; do
-  [ -f "$(dirname "$d")/card.json" ] || echo "$d"; done)
+mkdir -p "$runs"
+python3 -c "import sys; from rcnas.bench.comparison import load_comparison, not_needed_to_resume
+print(*not_needed_to_resume('bench/results', load_comparison(sys.argv[1])), sep='\n')" "$config" > "$out/exclude.txt"
+unfinished=$(find "$runs" -type d -path '*/models/*/checkpoints' | grep -vxFf "$out/exclude.txt")
 size=$(du -cb $unfinished /dev/null | tail -1 | cut -f1)
 if [ "$size" -gt 15000000 ]; then
   echo "checkpoints of unfinished models: $size bytes, left out"; echo "$unfinished" >> "$out/exclude.txt"

@@ -91,6 +91,33 @@ def test_summary_counts_finished_runs_and_a_run_with_fewer_baselines_is_resumed(
     bench_comparison(out=str(tmp_path), config=replace(cmp, groups=(replace(
         cmp.groups[0], run=replace(cfg, aa_samples=None)),)))
     assert ran == ["digits-0.5x-s0", "digits-0.5x-s1", "digits-0.5x-s2"]
+    # ... and its summary holds no run until one is evaluated that way (no mixing of evaluations)
+    assert json.loads((tmp_path / "t.json").read_text())["rows"] == []
+
+
+def test_what_a_cut_short_comparison_does_not_need_to_go_on(tmp_path: Path) -> None:
+    cfg = RunConfig(dataset="digits", baselines=("uniform",))
+    cmp = ComparisonConfig(name="t", groups=(ComparisonGroup(cfg, ("0.5x",), (0, 1)),))
+    runs = tmp_path / "t-runs"
+    cards = {"rcnas": _card(0.9, 0.6, 0.5, 100), "teacher-at": _card(0.95, 0.6, 0.55, 200),
+             "uniform": _card(0.9, 0.5, 0.45, 100)}
+    _fake_run(runs / "digits-0.5x-s0", RunConfig(seed=0), cards)                   # finished
+    _fake_run(runs / "digits-0.5x-s1", RunConfig(seed=1, aa_samples=None), cards)  # evaluated otherwise
+    for seed in (0, 1):
+        for model in ("rcnas", "uniform"):
+            mdir = runs / f"digits-0.5x-s{seed}" / "models" / model
+            (mdir / "checkpoints").mkdir(parents=True)
+            (mdir / "model.safetensors").write_text("w")
+            if model == "rcnas":  # training finished; uniform is still training
+                (mdir / "model.json").write_text("{}")
+        (runs / f"digits-0.5x-s{seed}" / "search" / "agent").mkdir(parents=True)
+    drop = {str(p.relative_to(runs)) for p in comparison.not_needed_to_resume(tmp_path, cmp)}
+    assert drop == {
+        "digits-0.5x-s0/models/rcnas/model.safetensors", "digits-0.5x-s0/models/rcnas/checkpoints",
+        "digits-0.5x-s0/models/uniform/model.safetensors", "digits-0.5x-s0/models/uniform/checkpoints",
+        "digits-0.5x-s0/search/agent",
+        # seed 1 is to be evaluated again: its trained weights stay, and uniform's training state
+        "digits-0.5x-s1/models/rcnas/checkpoints", "digits-0.5x-s1/search/agent"}
 
 
 def test_a_finished_teacher_at_is_reused_across_budgets_of_the_same_settings(tmp_path: Path) -> None:
@@ -113,6 +140,12 @@ def test_a_finished_teacher_at_is_reused_across_budgets_of_the_same_settings(tmp
     comparison._reuse_teacher_at(tmp_path / "digits-0.3x-s0", replace(cfg, seed=0))
     assert not (tmp_path / "digits-0.3x-s0" / "models").exists()
     comparison._reuse_teacher_at(tmp_path / "digits-0.2x-s1", replace(cfg, budget="0.2x", final_epochs=3))
+    assert not (tmp_path / "digits-0.2x-s1" / "models").exists()
+    # a run that started from other teacher weights (a cache trained again) does not take it
+    (done / "teacher.json").write_text('{"weights_sha256": "aaa"}')
+    (tmp_path / "digits-0.2x-s1").mkdir()
+    (tmp_path / "digits-0.2x-s1" / "teacher.json").write_text('{"weights_sha256": "bbb"}')
+    comparison._reuse_teacher_at(tmp_path / "digits-0.2x-s1", replace(cfg, budget="0.2x"))
     assert not (tmp_path / "digits-0.2x-s1" / "models").exists()
     (done / "models" / "teacher-at" / "card.json").unlink()
     comparison._reuse_teacher_at(tmp_path / "digits-0.4x-s1", replace(cfg, budget="0.4x"))

@@ -24,6 +24,7 @@ def test_run_end_to_end_on_digits(tmp_path, capsys, monkeypatch) -> None:
     assert (training["train_samples"], training["batch_size"], training["bf16"], training["channels_last"]) == (
         300, 32, True, True)  # the final-training settings of the RunConfig reach every network
     assert summary["machine"]["device"] == "cpu"
+    assert json.loads((out / "teacher.json").read_text())["weights_sha256"] == summary["teacher_sha256"]
     for name, card in summary["models"].items():
         assert card["aa_acc"] <= card["pgd20_acc"] <= card["clean_acc"], name
         assert card["aa_n_eval"] == 20 and card["n_eval"] == 60
@@ -108,3 +109,8 @@ def test_a_run_refuses_a_teacher_trained_again(tmp_path) -> None:
     assert _check_teacher(tmp_path, "wrn-16-1", teacher(0)) == first  # the same weights: goes on
     with pytest.raises(BadInput, match=f"other wrn-16-1 teacher weights \\(sha256 {first[:12]}.*RCNAS_CACHE"):
         _check_teacher(tmp_path, "wrn-16-1", teacher(1))
+    # and a run whose teacher left the cache is refused before a new one is trained
+    from rcnas import api
+    with pytest.raises(BadInput, match="wrn-10-2 teacher is not in the cache .*teachers.*restore it"):
+        api.train_teacher("digits", "wrn-10-2", cache=tmp_path / "empty", cached_only="restore it")
+    assert not (tmp_path / "empty").exists()

@@ -86,7 +86,7 @@ def test_a_resumed_agent_search_reads_its_state_features_back(tmp_path, monkeypa
     monkeypatch.setattr(ctx.evaluator, "lips", lambda task, arch: pytest.fail(f"LIPS computed again for {arch}"))
     again = run_search(make_searcher("rcnas", ctx, seed=3), 6, progress=False)
     assert [t.arch for t in again.trials] == [t.arch for t in first.trials]
-    assert Store(store).get_feature(ctx.task.eval_key + ctx.task.attack, computed[0], "lips|toy:v1") == \
+    assert Store(store).get_feature(f"{ctx.task.eval_key}|attack=pgd", computed[0], "lips|toy:v1") == \
         real(ctx.task, computed[0])
 
 

@@ -37,12 +37,13 @@ def cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classes: in
 
 def train_teacher(dataset: str = "digits", teacher: str | None = None, *, epochs: int | None = None,
                   data_dir: str | None = None, seed: int = 0, cache: str | Path | None = None,
-                  device: str = "auto", progress: bool = True):
-    """The standard (non-robust) teacher, trained once and cached."""
+                  device: str = "auto", progress: bool = True, cached_only: str | None = None):
+    """The standard (non-robust) teacher, trained once and cached (`cached_only`: see get_teacher)."""
     from rcnas.models import default_teacher
     from rcnas.teacher import get_teacher
     return get_teacher(dataset, teacher or default_teacher(dataset), data_dir=data_dir, epochs=epochs,
-                       seed=seed, cache=Path(cache) if cache else None, device=device, progress=progress)
+                       seed=seed, cache=Path(cache) if cache else None, device=device, progress=progress,
+                       cached_only=cached_only)
 
 
 def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str = "trades",

@@ -17,6 +17,7 @@ baselines may be added and the device may change.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,6 +27,8 @@ from rcnas.config import load_yaml, save_yaml, to_dict
 from rcnas.errors import BadInput
 from rcnas.io import read_json, write_json
 from rcnas.tasks import Task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,9 @@ def _check_teacher(out: Path, name: str, teacher) -> str:
     bit-identical) is refused, as the finished parts would mix two teachers. Returns the digest."""
     from rcnas.train.checkpoint import weights_digest
     digest, path = weights_digest(teacher), out / "teacher.json"
+    if not path.is_file() and (out / "search").is_dir():
+        logger.warning("%s started before rcnas recorded teachers: the cached %s teacher's digest is "
+                       "recorded now, unchecked against what its searches used", out, name)
     if path.is_file():
         before = read_json(path).get("weights_sha256", "")
         if before != digest:
@@ -162,7 +168,10 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     save_yaml(task, out / "task.yaml")
 
     t = time.time()
+    recorded = (out / "teacher.json").is_file()  # a run that started from a teacher never trains another
     teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress,
+                                cached_only=f"{out} was run with it: restore it in RCNAS_CACHE, or use a new --out"
+                                if recorded else None,
                                 epochs=cfg.teacher_epochs, device=device)
     timings["teacher"] = time.time() - t
     teacher_sha256 = _check_teacher(out, resolved.teacher, teacher)

@@ -26,8 +26,11 @@ def teacher_dir(dataset: str, teacher: str, cfg: TrainConfig, root: Path | None 
 
 def get_teacher(dataset: str, teacher: str, *, data_dir: str | None = None, epochs: int | None = None,
                 seed: int = 0, cache: Path | None = None, device: str = "auto",
-                progress: bool = True) -> PreActResNet:
-    """Load the cached trained teacher, training it first if needed (resumable per epoch)."""
+                progress: bool = True, cached_only: str | None = None) -> PreActResNet:
+    """Load the cached trained teacher, training it first if needed (resumable per epoch).
+
+    `cached_only`: the reason a missing teacher must not be trained (say, a run that started from the
+    cached one): then a missing teacher is a BadInput naming the cache path and that reason."""
     cfg = replace(DEFAULT_TEACHER_TRAINING, seed=seed, device=device,
                   epochs=epochs if epochs is not None else DEFAULT_TEACHER_TRAINING.epochs)
     if cfg.epochs < 1:
@@ -37,6 +40,8 @@ def get_teacher(dataset: str, teacher: str, *, data_dir: str | None = None, epoc
     model = build_model(teacher_arch(teacher), info.num_classes, info.channels, info.mean, info.std)
     out = teacher_dir(dataset, teacher, cfg, cache)
     final = out / "teacher.safetensors"
+    if cached_only and not final.is_file():
+        raise BadInput(f"the {teacher} teacher is not in the cache ({final}) and {cached_only}")
     if final.is_file():
         load_weights(model, final)
         return model.eval()

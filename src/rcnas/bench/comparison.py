@@ -83,7 +83,8 @@ def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
         if sibling == path or not (source / "card.json").is_file() or not (sibling / "run.yaml").is_file():
             continue
         other = load_yaml(RunConfig, sibling / "run.yaml")
-        if changed_settings(other, cfg, allowed=(*MAY_CHANGE_ON_RESUME, "budget")):
+        if changed_settings(other, cfg, allowed=(*MAY_CHANGE_ON_RESUME, "budget")) or \
+                _teacher_digest(sibling) != (_teacher_digest(path) or _teacher_digest(sibling)):
             continue
         partial = target.with_name("teacher-at.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -92,6 +93,12 @@ def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
         partial.rename(target)
         logger.info("%s: teacher-at reused from %s", path.name, sibling.name)
         return
+
+
+def _teacher_digest(run: Path) -> str | None:
+    """The weight digest of the teacher a run started from (pipeline's teacher.json), if recorded."""
+    path = run / "teacher.json"
+    return json.loads(path.read_text()).get("weights_sha256") if path.is_file() else None
 
 
 @BENCHES.register("comparison")
@@ -112,7 +119,7 @@ def bench_comparison(out: str = "bench/results", seeds: int | None = None, quick
     todo = [(runs_dir / d, cfg) for d, cfg in cmp.runs() if not _finished(runs_dir / d, cfg)]
     if todo and not summarize_only:
         _run_all(cmp, todo, data_dir)
-    return summarize_comparison(out, cmp.name)
+    return summarize_comparison(out, cmp.name, cmp)
 
 
 def _finished(path: Path, cfg: RunConfig) -> bool:
@@ -122,8 +129,29 @@ def _finished(path: Path, cfg: RunConfig) -> bool:
     if not summary.exists():
         return False
     done = json.loads(summary.read_text())
-    evaluated_so = all(done.get("config", {}).get(k) == getattr(cfg, k) for k in ("eval_samples", "aa_samples"))
-    return evaluated_so and {"rcnas", "teacher-at", *cfg.baselines} <= set(done.get("models", {}))
+    return _evaluated_as(done, cfg) and {"rcnas", "teacher-at", *cfg.baselines} <= set(done.get("models", {}))
+
+
+def _evaluated_as(summary: dict[str, Any], cfg: RunConfig) -> bool:
+    return all(summary.get("config", {}).get(k) == getattr(cfg, k) for k in ("eval_samples", "aa_samples"))
+
+
+def not_needed_to_resume(out: str | Path, cmp: ComparisonConfig) -> list[Path]:
+    """What a comparison cut short does not need to go on (bench/gpu.sh leaves it out of what a lease
+    carries): every weight and checkpoint of a finished run, the checkpoints of networks whose training
+    finished (their weights stay: a changed evaluation evaluates them again), the fine-tuned agents."""
+    runs_dir = Path(out) / f"{cmp.name}-runs"
+    drop: list[Path] = []
+    for name, cfg in cmp.runs():
+        path = runs_dir / name
+        finished = _finished(path, cfg)
+        for mdir in sorted(path.glob("models/*")):
+            if finished:
+                drop.append(mdir / "model.safetensors")
+            if finished or (mdir / "model.json").is_file():
+                drop.append(mdir / "checkpoints")
+        drop += sorted(path.glob("search*/agent"))
+    return [p for p in drop if p.exists()]
 
 
 def _run_all(cmp: ComparisonConfig, todo: list[tuple[Path, RunConfig]], data_dir: str | None) -> None:
@@ -149,10 +177,16 @@ def _run_all(cmp: ComparisonConfig, todo: list[tuple[Path, RunConfig]], data_dir
                          f"first: {failed[0]}")
 
 
-def summarize_comparison(out: str | Path = "bench/results", name: str = "comparison") -> Path:
-    """Aggregate every finished run under `<out>/<name>-runs` into `<name>.json` / `.md`."""
+def summarize_comparison(out: str | Path = "bench/results", name: str = "comparison",
+                         cmp: ComparisonConfig | None = None) -> Path:
+    """Aggregate every finished run under `<out>/<name>-runs` into `<name>.json` / `.md` (with `cmp`,
+    only its runs, and only as evaluated with its settings: a run not yet evaluated again is left out)."""
     out = Path(out)
-    summaries = [json.loads(p.read_text()) for p in sorted((out / f"{name}-runs").glob("*/summary.json"))]
+    found = {p.parent.name: json.loads(p.read_text()) for p in sorted((out / f"{name}-runs").glob("*/summary.json"))}
+    if cmp is not None:
+        wanted = dict(cmp.runs())
+        found = {d: sm for d, sm in found.items() if d in wanted and _evaluated_as(sm, wanted[d])}
+    summaries = list(found.values())
     by_model: dict[tuple[str, str, str], list[dict]] = {}
     for sm in summaries:
         for model, card in sm["models"].items():

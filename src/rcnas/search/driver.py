@@ -88,11 +88,11 @@ class SearchContext:
     def lips(self, arch: Arch) -> float:
         """The agent's LIPS state feature, kept in the store: a resumed search reads it back instead of
         attacking the inherited network again (seconds per state on a CPU), on any device alike."""
-        key, name = self.task.eval_key + self.task.attack, f"lips|{self.evaluator.proxy_key}"
+        key, name = f"{self.task.eval_key}|attack={self.task.attack}", f"lips|{self.evaluator.proxy_key}"
         value = self.store.get_feature(key, arch, name)
-        if value is None:
-            value = self.evaluator.lips(self.task, arch)
-            self.store.put_feature(key, arch, name, value)
+        if value is None:  # the first writer wins: a process that lost the race reads its value back
+            self.store.put_feature(key, arch, name, self.evaluator.lips(self.task, arch))
+            value = self.store.get_feature(key, arch, name)
         return value
 
 
