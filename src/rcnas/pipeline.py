@@ -93,23 +93,27 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
                        "use a new --out, or delete that directory to start over")
 
 
+def recorded_teacher_digest(out: Path) -> str | None:
+    """The weight digest of the teacher a run started from (its teacher.json); None if not recorded."""
+    path = out / "teacher.json"
+    return read_json(path).get("weights_sha256", "") if path.is_file() else None
+
+
 def _check_teacher(out: Path, name: str, teacher) -> str:
     """A run's searches and final trainings start from one teacher. The first call records its weights'
     digest; a later one with other weights (its cache lost and the teacher trained again: not
     bit-identical) is refused, as the finished parts would mix two teachers. Returns the digest."""
     from rcnas.train.checkpoint import weights_digest
-    digest, path = weights_digest(teacher), out / "teacher.json"
-    if not path.is_file() and (out / "search").is_dir():
-        logger.warning("%s started before rcnas recorded teachers: the cached %s teacher's digest is "
-                       "recorded now, unchecked against what its searches used", out, name)
-    if path.is_file():
-        before = read_json(path).get("weights_sha256", "")
-        if before != digest:
-            raise BadInput(f"{out} was run with other {name} teacher weights (sha256 {before[:12]}, now "
-                           f"{digest[:12]}: the teacher cache was trained again); restore that teacher in "
-                           "RCNAS_CACHE, or use a new --out")
-    else:
-        write_json(path, {"teacher": name, "weights_sha256": digest})
+    digest, before = weights_digest(teacher), recorded_teacher_digest(out)
+    if before is None:
+        if (out / "search").is_dir():
+            logger.warning("%s started before rcnas recorded teachers: the cached %s teacher's digest is "
+                           "recorded now, unchecked against what its searches used", out, name)
+        write_json(out / "teacher.json", {"teacher": name, "weights_sha256": digest})
+    elif before != digest:
+        raise BadInput(f"{out} was run with other {name} teacher weights (sha256 {before[:12]}, now "
+                       f"{digest[:12]}: the teacher cache was trained again); restore that teacher in "
+                       "RCNAS_CACHE, or use a new --out")
     return digest
 
 
@@ -168,7 +172,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     save_yaml(task, out / "task.yaml")
 
     t = time.time()
-    recorded = (out / "teacher.json").is_file()  # a run that started from a teacher never trains another
+    recorded = recorded_teacher_digest(out) is not None  # a run that started from a teacher never trains another
     teacher = api.train_teacher(cfg.dataset, resolved.teacher, data_dir=data_dir, progress=progress,
                                 cached_only=f"{out} was run with it: restore it in RCNAS_CACHE, or use a new --out"
                                 if recorded else None,

@@ -25,7 +25,7 @@ from rcnas.bench.summary import machine_meta, mean_std, meta_lines, table_md, wr
 from rcnas.config import from_dict, load_yaml, to_dict
 from rcnas.errors import BadInput, RunFailure
 from rcnas.io import read_yaml
-from rcnas.pipeline import MAY_CHANGE_ON_RESUME, RunConfig, changed_settings
+from rcnas.pipeline import MAY_CHANGE_ON_RESUME, RunConfig, changed_settings, recorded_teacher_digest
 
 logger = logging.getLogger(__name__)
 METRICS = ("clean_acc", "pgd20_acc", "cw40_acc", "aa_acc")
@@ -77,6 +77,7 @@ def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
     target = path / "models" / "teacher-at"
     if (target / "card.json").exists():
         return
+    mine = recorded_teacher_digest(path)  # None: this run has not started; any sibling's teacher will do
     siblings = sorted(path.parent.iterdir()) if path.parent.is_dir() else []
     for sibling in siblings:
         source = sibling / "models" / "teacher-at"
@@ -84,7 +85,7 @@ def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
             continue
         other = load_yaml(RunConfig, sibling / "run.yaml")
         if changed_settings(other, cfg, allowed=(*MAY_CHANGE_ON_RESUME, "budget")) or \
-                _teacher_digest(sibling) != (_teacher_digest(path) or _teacher_digest(sibling)):
+                (mine is not None and recorded_teacher_digest(sibling) != mine):
             continue
         partial = target.with_name("teacher-at.partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -93,12 +94,6 @@ def _reuse_teacher_at(path: Path, cfg: RunConfig) -> None:
         partial.rename(target)
         logger.info("%s: teacher-at reused from %s", path.name, sibling.name)
         return
-
-
-def _teacher_digest(run: Path) -> str | None:
-    """The weight digest of the teacher a run started from (pipeline's teacher.json), if recorded."""
-    path = run / "teacher.json"
-    return json.loads(path.read_text()).get("weights_sha256") if path.is_file() else None
 
 
 @BENCHES.register("comparison")
