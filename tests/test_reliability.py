@@ -286,6 +286,85 @@ def test_two_searches_share_one_store(tmp_path):
         assert alone.best.reward == results[tag]["reward"]
 
 
+# ---------------------------------------------------------------- two processes, one output directory
+
+HOLD = """
+import sys, time
+from rcnas.io import exclusive
+with exclusive(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie nobody reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; the lock itself is POSIX flock")
+def test_a_second_writer_of_an_output_directory_fails_clearly(tmp_path, capsys):
+    from rcnas.cli import main
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=_env(tmp_path))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["search", "--dataset", "digits", "--teacher", "wrn-16-2", "--evaluator", "toy",
+                "--searcher", "random", "--evaluations", "3", "--out", str(out)]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{out} is in use by rcnas pid {holder.pid}" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"], "the refused command wrote into the directory"
+        os.kill(holder.pid, signal.SIGKILL)  # however the holder dies, its lock goes with it
+        holder.wait(timeout=30)
+        assert main(args) == 0
+        assert (out / "arch.yaml").is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+POOL = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from rcnas.workers import exit_with_parent
+if __name__ == "__main__":
+    watch = sys.argv[1] == "watch"
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=exit_with_parent if watch else None,
+                             initargs=(os.getpid(),) if watch else ()) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 600)
+        time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("watch", [True, False])
+def test_a_pool_worker_ends_when_its_parent_is_killed(watch, tmp_path):
+    """A comparison's (or table build's) workers run for hours; killed, their parent cannot stop them,
+    so they watch it. Without the watch (the control case) the worker would outlive its parent."""
+    script = tmp_path / "pool.py"
+    script.write_text(POOL)
+    parent = subprocess.Popen([sys.executable, str(script), "watch" if watch else "none"], stdout=subprocess.PIPE,
+                              text=True, env=_env(tmp_path))
+    worker = int(parent.stdout.readline())
+    try:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + (15 if watch else 3)
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(worker) is not watch
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 # ---------------------------------------------------------------- determinism (CPU, in process)
 
 @pytest.mark.parametrize("searcher", ["rcnas", "evolution", "random", "tpe"])

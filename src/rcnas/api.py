@@ -19,7 +19,7 @@ import torch
 from rcnas.config import save_yaml, to_dict
 from rcnas.cost import Cost, arch_cost
 from rcnas.errors import BadInput
-from rcnas.io import write_json, write_text, write_yaml
+from rcnas.io import exclusive_out, write_json, write_text, write_yaml
 from rcnas.search.evaluator import EVALUATORS, Evaluator, ProxyConfig, TrainEvaluator
 from rcnas.space.arch import Arch
 from rcnas.tasks import Buffers, Task, resolve
@@ -46,6 +46,7 @@ def train_teacher(dataset: str = "digits", teacher: str | None = None, *, epochs
                        cached_only=cached_only)
 
 
+@exclusive_out
 def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str = "trades",
           epochs: int = 20, eps: float | None = None, seed: int = 0, data_dir: str | None = None,
           device: str = "auto", progress: bool = True, init=None, train_samples: int | None = None,
@@ -159,6 +160,7 @@ def _make_executor(name: str, **kwargs):
     raise BadInput(f"unknown executor {name!r}; known: local, ray")
 
 
+@exclusive_out
 def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "pretrained",
            evaluations: int = 20, evaluator: str = "train", proxy: ProxyConfig | None = None,
            executor: str = "local", ray_address: str | None = None, store: str | Path | None = None,
@@ -216,6 +218,7 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     return result
 
 
+@exclusive_out
 def meta_train(buffers: Buffers, out: str | Path, *, episodes: int = 200, seed: int = 0,
                evaluator: str = "train", proxy: ProxyConfig | None = None, agent_cfg=None,
                store: str | Path | None = None, reward: str = "budget", data_dir: str | None = None,

@@ -1,12 +1,22 @@
-"""Atomic file output and safe loading: a killed command never leaves a half-written file."""
+"""Atomic file output, safe loading and locked output directories: a killed command never leaves a
+half-written file, and two commands never write the same directory at once."""
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # Windows: directories are not locked
+    fcntl = None  # type: ignore[assignment]
 
 import yaml
 
@@ -27,6 +37,56 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def exclusive(directory: str | Path) -> Iterator[None]:
+    """Hold `directory/.lock` while the block runs, so a second process writing the same directory (a
+    second command, or a worker left over from a killed comparison) fails at once instead of
+    interleaving its writes with ours. The OS drops the lock when its holder dies, however it dies,
+    so a lock is never stale."""
+    directory = Path(directory)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / ".lock"
+    try:
+        if fcntl is None:
+            yield
+            return
+        with open(lock, "a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise BadInput(f"{directory} is in use by {holder}; wait for it to end or stop it, "
+                               "or write to another --out") from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"rcnas pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            yield  # closing the file releases the lock
+    finally:
+        if created and {p.name for p in directory.iterdir()} <= {lock.name}:  # failed before any work
+            lock.unlink(missing_ok=True)
+            directory.rmdir()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exclusive_out(fn: F) -> F:
+    """Run `fn` holding the lock of its `out` directory argument (none when `out` is None)."""
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        out = bound.arguments["out"]
+        with exclusive(out) if out is not None else nullcontext():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 def _umask() -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 from rcnas.config import load_yaml, save_yaml, to_dict
 from rcnas.errors import BadInput
-from rcnas.io import read_json, write_json
+from rcnas.io import exclusive_out, read_json, write_json
 from rcnas.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ def _train_and_evaluate(api, cfg: RunConfig, name: str, arch, mdir: Path, init, 
                         name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples).to_dict()
 
 
+@exclusive_out
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
     from rcnas import api

@@ -26,6 +26,7 @@ from rcnas.config import from_dict, load_yaml, to_dict
 from rcnas.errors import BadInput, RunFailure
 from rcnas.io import read_yaml
 from rcnas.pipeline import MAY_CHANGE_ON_RESUME, RunConfig, changed_settings, recorded_teacher_digest
+from rcnas.workers import exit_with_parent
 
 logger = logging.getLogger(__name__)
 METRICS = ("clean_acc", "pgd20_acc", "cw40_acc", "aa_acc")
@@ -161,7 +162,8 @@ def _run_all(cmp: ComparisonConfig, todo: list[tuple[Path, RunConfig]], data_dir
         return
     threads = max(1, (os.cpu_count() or 1) // cmp.jobs)
     failed = []
-    with ProcessPoolExecutor(cmp.jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(cmp.jobs, mp_context=get_context("spawn"), initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_run_one, cfg, str(path), data_dir, threads): path for path, cfg in todo}
         for f in as_completed(futures):
             if f.exception() is not None:  # the other runs go on; the summary leaves this one out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rcnas.search.evaluator import ProxyConfig, TrainEvaluator, safe_evaluate
 from rcnas.search.store import Store
 from rcnas.search.table import METRICS, TABLE_PATH, TABLE_TEACHER, table_space
 from rcnas.tasks import Task, resolve
+from rcnas.workers import exit_with_parent
 
 TASK = Task("digits", "pgd", TABLE_TEACHER, "1.0x")
 # the shipped table's proxy: the default proxy, on the teacher trained for 30 epochs
@@ -27,8 +29,9 @@ TABLE_PROXY = ProxyConfig(teacher_epochs=30)
 _worker: dict = {}
 
 
-def _init_worker(proxy: ProxyConfig) -> None:
+def _init_worker(proxy: ProxyConfig, parent: int) -> None:
     import torch
+    exit_with_parent(parent)
     torch.set_num_threads(1)
     _worker["ev"] = TrainEvaluator(proxy, device="cpu")
     _worker["task"] = resolve(TASK)
@@ -57,7 +60,7 @@ def build_table(out: str | Path = TABLE_PATH, *, seeds: int = 1, workers: int = 
     TrainEvaluator(proxy)._teacher(task.dataset, task.teacher)
     t0 = time.time()
     if jobs:
-        with mp.get_context("spawn").Pool(workers, _init_worker, (proxy,)) as pool:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (proxy, os.getpid())) as pool:
             for arch, seed, record, l in tqdm(pool.imap_unordered(_evaluate, jobs), total=len(jobs),
                                                desc="build-table", disable=not progress):
                 store.put(task.eval_key, ev_key, seed, record)
