@@ -305,24 +305,66 @@ def _alive(pid: int) -> bool:
         return False
 
 
+WRITERS = {  # every command that writes an --out directory, with arguments that would run it
+    "search": ["search", "--dataset", "digits", "--teacher", "wrn-16-2", "--evaluator", "toy",
+               "--searcher", "random", "--evaluations", "3"],
+    "run": ["run", "--evaluations", "1", "--epochs", "1", "--aa-samples", "0"],
+    "train": ["train", "--dataset", "digits", "--depths", "1", "1", "1", "--widths", "0.5", "0.5", "0.5",
+              "--epochs", "1"],
+    "meta-train": ["meta-train", "--buffers", "buffers.yaml", "--evaluator", "toy", "--episodes", "8"],
+}
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; the lock itself is POSIX flock")
-def test_a_second_writer_of_an_output_directory_fails_clearly(tmp_path, capsys):
+@pytest.mark.parametrize("command", list(WRITERS))
+def test_a_second_writer_of_an_output_directory_fails_clearly(command, tmp_path, capsys, monkeypatch):
     from rcnas.cli import main
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "buffers.yaml").write_text(BUFFERS)
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True,
                               env=_env(tmp_path))
     try:
         assert holder.stdout.readline().strip() == "held"
-        args = ["search", "--dataset", "digits", "--teacher", "wrn-16-2", "--evaluator", "toy",
-                "--searcher", "random", "--evaluations", "3", "--out", str(out)]
-        assert main(args) == 2
+        assert main([*WRITERS[command], "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{out} is in use by rcnas pid {holder.pid}" in err, err
         assert sorted(p.name for p in out.iterdir()) == [".lock"], "the refused command wrote into the directory"
+        if command != "search":
+            return
         os.kill(holder.pid, signal.SIGKILL)  # however the holder dies, its lock goes with it
         holder.wait(timeout=30)
-        assert main(args) == 0
+        assert main([*WRITERS[command], "--out", str(out)]) == 0
         assert (out / "arch.yaml").is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="POSIX flock")
+def test_only_the_holder_cleans_up_and_a_process_never_refuses_itself(tmp_path, monkeypatch):
+    from rcnas.io import exclusive
+    nested = tmp_path / "nested"
+    # a comparison's worker holds its run, then runs the pipeline there
+    with exclusive(nested), exclusive(nested):
+        (nested / "x").write_text("1")
+    assert (nested / "x").is_file()
+    with exclusive(tmp_path / "empty"):  # a command that fails before any work leaves nothing
+        pass
+    assert not (tmp_path / "empty").exists()
+    # two commands start on a new directory at once: both saw it missing; the one refused must not
+    # remove the winner's lock (which would let a third in beside it)
+    out = tmp_path / "race"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=_env(tmp_path))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        exists = Path.exists
+        monkeypatch.setattr(Path, "exists", lambda self: False if self == out else exists(self))
+        for _ in range(2):
+            with pytest.raises(BadInput, match="in use by rcnas pid"), exclusive(out):
+                pass
+            assert (out / ".lock").is_file()
     finally:
         holder.kill()
         holder.wait()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 try:
     import fcntl
@@ -21,6 +22,8 @@ except ImportError:  # Windows: directories are not locked
 import yaml
 
 from rcnas.errors import BadInput
+
+logger = logging.getLogger(__name__)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -39,37 +42,69 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+_held: set[Path] = set()  # the directories this process holds: a nested call on one of them goes on
+
+
 @contextmanager
 def exclusive(directory: str | Path) -> Iterator[None]:
     """Hold `directory/.lock` while the block runs, so a second process writing the same directory (a
     second command, or a worker left over from a killed comparison) fails at once instead of
     interleaving its writes with ours. The OS drops the lock when its holder dies, however it dies,
-    so a lock is never stale."""
+    so a lock is never stale. A directory this call created and left empty is removed again."""
     directory = Path(directory)
+    key = directory.resolve()
     created = not directory.exists()
+    f = None if key in _held or fcntl is None else _lock(directory)  # Windows: no lock
     directory.mkdir(parents=True, exist_ok=True)
-    lock = directory / ".lock"
+    if f is None:
+        yield
+        return
+    _held.add(key)
     try:
-        if fcntl is None:
-            yield
-            return
-        with open(lock, "a+", encoding="utf-8") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise BadInput(f"{directory} is in use by {holder}; wait for it to end or stop it, "
-                               "or write to another --out") from None
+        yield
+    finally:
+        _held.discard(key)
+        # failed before any work: leave nothing behind. Still holding the lock here, so no other
+        # process can be between taking this file and finding it gone (see _lock)
+        if created and [p.name for p in directory.iterdir()] == [".lock"]:
+            (directory / ".lock").unlink()
+            with suppress(OSError):
+                directory.rmdir()
+        f.close()
+
+
+def _lock(directory: Path) -> IO[str] | None:
+    """`directory/.lock`, open and flock-ed; None (and a warning) where the file system cannot lock."""
+    lock = directory / ".lock"
+    while True:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            f = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (held open as long as the lock)
+        except FileNotFoundError:  # its holder removed the directory after a failed start: again
+            continue
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise BadInput(f"{directory} is in use by {holder}; wait for it to end or stop it, "
+                           "or write to another --out") from None
+        except OSError as e:  # e.g. a network file system without locks
+            f.close()
+            logger.warning("cannot lock %s (%s); going on without the lock", directory, e)
+            return None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
             f.seek(0)
             f.truncate()
             f.write(f"rcnas pid {os.getpid()} on {socket.gethostname()}\n")
             f.flush()
-            yield  # closing the file releases the lock
-    finally:
-        if created and {p.name for p in directory.iterdir()} <= {lock.name}:  # failed before any work
-            lock.unlink(missing_ok=True)
-            directory.rmdir()
+            return f
+        f.close()  # we locked a file its holder had just removed: take the new one
 
 
 F = TypeVar("F", bound=Callable[..., Any])

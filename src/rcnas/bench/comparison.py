@@ -24,7 +24,7 @@ from rcnas.bench.runner import BENCHES
 from rcnas.bench.summary import machine_meta, mean_std, meta_lines, table_md, write_summary
 from rcnas.config import from_dict, load_yaml, to_dict
 from rcnas.errors import BadInput, RunFailure
-from rcnas.io import read_yaml
+from rcnas.io import exclusive, read_yaml
 from rcnas.pipeline import MAY_CHANGE_ON_RESUME, RunConfig, changed_settings, recorded_teacher_digest
 from rcnas.workers import exit_with_parent
 
@@ -66,8 +66,9 @@ def _run_one(cfg: RunConfig, out: str, data_dir: str | None, threads: int) -> st
 
     from rcnas.pipeline import run_pipeline
     torch.set_num_threads(threads)
-    _reuse_teacher_at(Path(out), cfg)
-    run_pipeline(cfg, out=out, data_dir=data_dir, progress=False)
+    with exclusive(out):  # from before the teacher's copy: that writes the run directory too
+        _reuse_teacher_at(Path(out), cfg)
+        run_pipeline(cfg, out=out, data_dir=data_dir, progress=False)
     return out
 
 
