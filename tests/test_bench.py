@@ -88,3 +88,41 @@ def test_an_agent_meta_trained_on_the_table_is_benchmarked_under_its_own_name(tm
     rows = json.loads((tmp_path / "adaptation-agent-clean.json").read_text())["rows"]
     assert [r["in_meta_training"] for r in rows] == ["no (held out)", "yes"]
     assert not (tmp_path / "adaptation.md").exists()
+
+
+def test_build_table_extends_a_table_with_seeds_only_after_it_reproduces(tmp_path) -> None:
+    """A second build with more seeds evaluates only the new seeds (seed 0 comes from the table, not
+    from its store, which is gone), and refuses a table whose recorded seed 0 this code cannot repeat."""
+    from rcnas.bench.table_builder import build_table
+    from rcnas.errors import RunFailure
+    from rcnas.search.evaluator import ProxyConfig
+    from rcnas.search.store import Store
+    from rcnas.space.arch import Arch
+    tiny = ProxyConfig(teacher_epochs=1, train_samples=64, epochs=1, batch_size=32, val_samples=32,
+                       val_steps=2, attack_steps=1, lips_samples=8)
+    out = tmp_path / "table.json.gz"
+    build_table(out, seeds=1, workers=1, proxy=tiny, progress=False, limit=3, check=1)
+    first = load_table(out)
+    assert first["seeds"] == 1 and [len(r["seeds"]) for r in first["rows"]] == [1, 1, 1]
+    (tmp_path / "table.sqlite").unlink()
+
+    build_table(out, seeds=2, workers=1, proxy=tiny, progress=False, limit=3, check=1)
+    second = load_table(out)
+    assert second["seeds"] == 2 and second["version"].endswith("-s2")
+    assert [r["seeds"][0] for r in second["rows"]] == [r["seeds"][0] for r in first["rows"]]
+    assert any(r["seeds"][1] != r["seeds"][0] for r in second["rows"])  # another training seed
+    store, task = Store(tmp_path / "table.sqlite"), resolve(Task("digits", "pgd", "wrn-28-2", "1.0x"))
+    for row in second["rows"]:
+        arch = Arch.from_dict(row["arch_dict"])
+        assert store.get(task.eval_key, arch, f"train:{tiny.key()}", 0) is None  # never evaluated again
+        assert store.get(task.eval_key, arch, f"train:{tiny.key()}", 1) is not None
+
+    tampered = json.loads(json.dumps(second))
+    tampered["rows"][0]["seeds"][0]["pgd"] += 0.5
+    with gzip.open(out, "wt") as f:
+        json.dump(tampered, f)
+    with pytest.raises(RunFailure, match="at seed 0 now scores"):
+        build_table(out, seeds=3, workers=1, proxy=tiny, progress=False, limit=3, check=1)
+    assert load_table(out) == tampered  # nothing written
+    with pytest.raises(BadInput, match="another proxy"):
+        build_table(out, seeds=3, workers=1, proxy=ProxyConfig(), progress=False, limit=3)

@@ -15,7 +15,7 @@ def run_bench(which: str, out: str = "bench/results", seeds: int | None = None, 
     import rcnas.bench.suites  # noqa: F401
     if which == "build-table":
         from rcnas.bench.table_builder import build_table
-        return build_table()
+        return build_table(seeds=seeds, workers=options.get("jobs") or 2)
     import inspect
 
     from rcnas.errors import BadInput
