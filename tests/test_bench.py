@@ -110,7 +110,6 @@ def test_build_table_extends_a_table_with_seeds_only_after_it_reproduces(tmp_pat
     second = load_table(out)
     assert second["seeds"] == 2 and second["version"].endswith("-s2")
     assert [r["seeds"][0] for r in second["rows"]] == [r["seeds"][0] for r in first["rows"]]
-    assert any(r["seeds"][1] != r["seeds"][0] for r in second["rows"])  # another training seed
     store, task = Store(tmp_path / "table.sqlite"), resolve(Task("digits", "pgd", "wrn-28-2", "1.0x"))
     for row in second["rows"]:
         arch = Arch.from_dict(row["arch_dict"])
