@@ -83,11 +83,18 @@ def build_table(out: str | Path = TABLE_PATH, *, seeds: int | None = None, worke
                                                desc="build-table", disable=not progress):
                 if (arch, seed) in checking:
                     checking.discard((arch, seed))
-                    _check_reproduces(out, kept[arch.key()], record)
+                    try:
+                        _check_reproduces(out, kept[arch.key()], record)
+                    except RunFailure:
+                        pool.terminate()
+                        pool.join()  # the workers gone before the error is shown, not warned about after
+                        raise
                     continue
                 store.put(task.eval_key, ev_key, seed, record)
                 if l is not None:
                     lips[arch] = l
+            pool.close()
+            pool.join()
     # LIPS of archs evaluated in an earlier (interrupted) build are recomputed here (cheap)
     ev = TrainEvaluator(proxy)
     rows = []
