@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", type=int)
     sp.add_argument("--quick", action="store_true", help="tiny settings, to check the harness")
     sp.add_argument("--config", help="comparison: a ComparisonConfig YAML (configs/comparison-*.yaml)")
-    sp.add_argument("--jobs", type=int, help="comparison: runs at once, in separate processes")
+    sp.add_argument("--jobs", type=int, help="comparison: runs at once, in separate processes; build-table: worker processes")
     sp.add_argument("--summarize-only", action="store_true", help="comparison: only summarize finished runs")
     sp.add_argument("--data-dir", help="comparison: where local datasets live (else $RCNAS_DATA)")
     sp.add_argument("--device", help="throughput, fidelity: cpu, cuda, cuda:N (default: cpu)")

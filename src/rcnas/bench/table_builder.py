@@ -71,7 +71,8 @@ def build_table(out: str | Path = TABLE_PATH, *, seeds: int | None = None, worke
     def known(arch, seed: int) -> bool:
         return seed < len(kept.get(arch.key(), {}).get("seeds", ())) or \
             store.get(task.eval_key, arch, ev_key, seed) is not None
-    checks = [Arch.from_dict(row["arch_dict"]) for row in list(kept.values())[::max(1, len(kept) // check)][:check]]
+    spread = list(kept.values())[::max(1, len(kept) // check)] if check > 0 else []  # check=0: none
+    checks = [Arch.from_dict(row["arch_dict"]) for row in spread[:check]]
     jobs = [(a, 0) for a in checks] + [(a, s) for s in range(seeds) for a in archs if not known(a, s)]
     lips = {arch: row["lips"] for arch in archs if (row := kept.get(arch.key()))}
     # the teacher is trained once in this process (cached on disk) before the workers start
