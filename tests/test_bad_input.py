@@ -208,7 +208,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("buffers-not-mapping", lambda t: ["meta-train", "--evaluator", "toy", "--out", str(t / "a"), "--buffers",
                                        str(_write(t / "b.yaml", "just a string\n"))], "mapping"),
     ("buffers-bad-agent-config", lambda t: ["meta-train", "--evaluator", "toy", "--out", str(t / "a"), "--buffers",
-                                            str(_write(t / "b.yaml", "agent:\n  algo: sarsa\n"))], "sarsa"),
+                                            str(_write(t / "b.yaml", "agent:\n  evaluations: 0\n"))], "evaluations"),
     ("buffers-agent-negative-lr", lambda t: ["meta-train", "--evaluator", "toy", "--out", str(t / "a"), "--buffers",
                                              str(_write(t / "b.yaml", "agent:\n  lr: -1\n"))], "lr"),
     ("buffers-agent-zero-hidden", lambda t: ["meta-train", "--evaluator", "toy", "--out", str(t / "a"), "--buffers",

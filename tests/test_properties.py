@@ -68,8 +68,9 @@ train_configs = st.builds(
 
 agent_configs = st.builds(
     AgentConfig, hidden=st.integers(1, 512), lr=st.floats(1e-6, 1.0), entropy=st.floats(0.0, 1.0),
-    baseline_decay=st.floats(0.0, 1.0), episodes_per_update=st.integers(1, 64), steps=st.integers(1, 10),
-    algo=st.sampled_from(["reinforce", "ppo"]), ppo_epochs=st.integers(1, 20), ppo_clip=st.floats(0.01, 1.0))
+    searches_per_update=st.integers(1, 64), evaluations=st.integers(1, 100), finetune_every=st.integers(0, 10),
+    finetune_lr=st.floats(1e-6, 1.0), pool=st.integers(1, 8192), lengthscale=st.floats(0.01, 10.0),
+    noise=st.floats(1e-4, 1.0), kappa=st.floats(0.0, 5.0), prior_trust=st.floats(0.0, 2.0))
 
 buffers = st.builds(
     Buffers, datasets=st.lists(names, min_size=1, max_size=3).map(tuple),

@@ -477,11 +477,18 @@ def test_interrupted_write_by_keyboard_interrupt(tmp_path):
 
 
 def _toy_agent_update(agent) -> None:
+    """One meta-training update: two whole searches on the toy task, one policy-gradient step."""
+    from rcnas.agent import AgentSearcher
+    from rcnas.agent.meta import search_return
+    from rcnas.search.driver import run_search
     from rcnas.testing.toy import toy_context
-    ctx = toy_context()
-    gen = torch.Generator().manual_seed(0)
-    eps = [agent.sample_episode(ctx, gen) for _ in range(agent.cfg.episodes_per_update)]
-    agent.update(eps, [ctx.reward(r) for r in ctx.evaluate_many([e.arch for e in eps])], "k")
+    rollouts, returns = [], []
+    for seed in range(2):
+        s = AgentSearcher(toy_context(), seed=seed, agent=agent, learn=False)
+        run_search(s, 3, progress=False)
+        rollouts.append((s.episode, s.steps))
+        returns.append(search_return(s.episode.curve(), 3))
+    agent.meta_update(rollouts, returns)
 
 
 def test_interrupted_agent_save_keeps_previous_agent(tmp_path, monkeypatch):

@@ -8,14 +8,13 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 
+import rcnas.agent  # noqa: F401  (registers the `rcnas` searcher)
 from rcnas.config import save_yaml, to_dict
 from rcnas.cost import Cost, arch_cost
 from rcnas.errors import BadInput
@@ -139,8 +138,8 @@ def make_evaluator(name: str = "train", proxy: ProxyConfig | None = None, data_d
 
 
 def load_agent(agent: str | Path | None, seed: int = 0):
-    """`pretrained` (shipped, meta-trained on digits task settings), `scratch`, or an agent directory."""
-    from rcnas.agent.agent import Agent
+    """`pretrained` (shipped, meta-trained on the digits and MNIST-5k tables), `scratch`, or an agent directory."""
+    from rcnas.agent import Agent
     if agent in (None, "scratch"):
         return Agent(seed=seed), {"agent": "scratch"}
     path = PRETRAINED if agent == "pretrained" else Path(agent)
@@ -207,7 +206,7 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
         write_yaml(out / "arch.yaml", best.to_dict() | best.to_robustresnet(resolved.num_classes))
         save_yaml(task, out / "task.yaml")
         write_json(out / "search.json", summary)
-        if searcher == "rcnas":
+        if searcher == "rcnas":  # the agent as fine-tuned on this task setting
             s.agent.save(out / "agent", extra={"fine_tuned_on": to_dict(task)})
             write_json(out / "agent_history.json", s.history)
         try:
@@ -219,54 +218,16 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
 
 
 @exclusive_out
-def meta_train(buffers: Buffers, out: str | Path, *, episodes: int = 200, seed: int = 0,
-               evaluator: str = "train", proxy: ProxyConfig | None = None, agent_cfg=None,
-               store: str | Path | None = None, reward: str = "budget", data_dir: str | None = None,
+def meta_train(buffers: Buffers, out: str | Path, *, episodes: int = 4000, seed: int = 0,
+               evaluator: str = "table", proxy: ProxyConfig | None = None, agent_cfg=None,
+               store: str | Path | None = None, reward: str = "accuracy", data_dir: str | None = None,
                device: str = "cpu", progress: bool = True):
-    """Policy gradient over task settings sampled from `buffers` (never a held-out one).
-
-    Checkpoints after every update; rerunning the same command resumes from the last one and ends
-    with the same agent as an uninterrupted run (every update's task and samples derive from
-    (seed, update index); evaluations come back from the store).
-    """
-    from tqdm.auto import tqdm
-
-    from rcnas.agent.agent import Agent, AgentConfig
-    from rcnas.data import dataset_info
-    from rcnas.search.driver import SearchContext
-    from rcnas.search.store import Store
-    out = Path(out)
-    cfg = agent_cfg or AgentConfig()
+    """Meta-train the agent over task settings sampled from `buffers` (never a held-out one); an
+    episode is one whole search (see rcnas.agent.meta). Resumable: rerun to continue."""
+    from rcnas.agent.meta import meta_train as run
     ev = make_evaluator(evaluator, proxy, data_dir, device)
-    settings = {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator,
-                "proxy": ev.proxy_key, "reward": reward, "agent_config": to_dict(cfg)}
-    updates_total = max(1, episodes // cfg.episodes_per_update)
-    if (out / "agent.json").is_file():
-        agent, meta = Agent.load(out)
-        if meta.get("settings") != settings:
-            raise BadInput(f"{out} holds an agent meta-trained with other settings; use a new --out or delete it")
-        history = meta.get("history", [])
-    else:
-        agent, history = Agent(cfg, seed=seed), []
-    st = Store(Path(store) if store else out / "store.sqlite")
-    default_eps = {d: dataset_info(d, data_dir).default_eps for d in buffers.datasets}
-    bar = tqdm(range(agent.updates, updates_total), initial=agent.updates, total=updates_total,
-               desc="meta-train", disable=not progress)
-    for update in bar:
-        rng = random.Random(seed * 1_000_003 + update)
-        task = buffers.sample(rng, default_eps)
-        resolved = resolve(task, data_dir)
-        ctx = SearchContext(resolved, ev.space(resolved), ev, st, seed=seed, reward_name=reward)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + update)
-        eps_ = [agent.sample_episode(ctx, gen) for _ in range(cfg.episodes_per_update)]
-        records = ctx.evaluate_many([e.arch for e in eps_])
-        rewards = [ctx.reward(r) for r in records]
-        stats = agent.update(eps_, rewards, task.key())
-        history.append({"update": update + 1, "task": to_dict(task), "new_evaluations": ctx.new_evaluations,
-                        "best_reward": max(rewards), **stats})
-        agent.save(out, extra={"settings": settings, "history": history})
-        bar.set_postfix(reward=f"{stats['charts/reward']:.3f}", task=f"{task.attack}/{task.teacher}/{task.budget}")
-    return agent
+    return run(buffers, out, ev, episodes=episodes, seed=seed, agent_cfg=agent_cfg, store=store, reward=reward,
+               data_dir=data_dir, progress=progress)
 
 
 def default_task(dataset: str = "digits") -> Task:

@@ -194,7 +194,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from rcnas.bench import run_bench
     path = run_bench(args.which, out=args.out, seeds=args.seeds, quick=args.quick, config=args.config,
                      jobs=args.jobs, summarize_only=args.summarize_only, data_dir=args.data_dir,
-                     device=args.device, scale=args.scale, agent=args.agent)
+                     device=args.device, scale=args.scale, agent=args.agent, table=args.table)
     print(f"wrote {path}")
 
 
@@ -267,20 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(fn=cmd_eval)
 
-    def search_common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--evaluator", default="train", help="train (real proxy training), table, toy")
+    def search_common(sp: argparse.ArgumentParser, evaluator: str = "train", reward: str = "budget") -> None:
+        sp.add_argument("--evaluator", default=evaluator, help=f"train (real proxy training), table (the shipped "
+                        f"tabular benchmarks), toy (default: {evaluator})")
         sp.add_argument("--proxy", help="YAML of the proxy training (rcnas.search.evaluator.ProxyConfig)")
         sp.add_argument("--proxy-epochs", type=int)
         sp.add_argument("--proxy-train-samples", type=int)
-        sp.add_argument("--reward", default="budget", help="budget (default), n2n, accuracy")
+        sp.add_argument("--reward", default=reward, help=f"budget, n2n, accuracy (default: {reward})")
         sp.add_argument("--store", help="SQLite store of evaluations (default OUT/store.sqlite)")
         sp.add_argument("--seed", type=int, default=0)
 
     sp = sub.add_parser("meta-train", help="meta-train the agent over task settings sampled from buffers")
     sp.add_argument("--buffers", required=True, help="YAML: datasets, attacks, eps_scales, teachers, budgets, held_out, agent")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--episodes", type=int, default=200)
-    search_common(sp)
+    sp.add_argument("--episodes", type=int, default=4000, help="whole searches to learn from (default 4000)")
+    search_common(sp, evaluator="table", reward="accuracy")
     common(sp)
     sp.set_defaults(fn=cmd_meta_train)
 
@@ -329,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="tiny settings, to check the harness")
     sp.add_argument("--config", help="comparison: a ComparisonConfig YAML (configs/comparison-*.yaml)")
     sp.add_argument("--jobs", type=int, help="comparison: runs at once, in separate processes; build-table: worker processes")
+    sp.add_argument("--table", nargs="+", help="build-table: the tables to build (default: all; names as "
+                    "DATASET_TEACHER_epsEPS, e.g. digits_wrn-16-1_eps0.15)")
     sp.add_argument("--summarize-only", action="store_true", help="comparison: only summarize finished runs")
     sp.add_argument("--data-dir", help="comparison: where local datasets live (else $RCNAS_DATA)")
     sp.add_argument("--device", help="throughput, fidelity: cpu, cuda, cuda:N (default: cpu)")

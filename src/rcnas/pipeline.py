@@ -39,7 +39,7 @@ class RunConfig:
     teacher: str | None = None       # None: the dataset's default (digits: wrn-28-2)
     seed: int = 0
     agent: str = "pretrained"        # pretrained | scratch | AGENT_DIR
-    evaluations: int | None = None   # None: episodes_per_update x 5 updates (the paper's --M 5)
+    evaluations: int | None = None   # None: the agent's search length (10: 5 fine-tuning updates, the paper's --M 5)
     proxy_epochs: int = 2
     teacher_epochs: int = 15         # standard training of the (cached) teacher
     final_recipe: str = "pgd"        # [choice] PGD-AT on CPU (TRADES is the paper's; --recipe trades in rcnas train)
@@ -182,7 +182,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     teacher_sha256 = _check_teacher(out, resolved.teacher, teacher)
 
     agent, _ = api.load_agent(cfg.agent, cfg.seed)
-    evaluations = cfg.evaluations or agent.cfg.episodes_per_update * 5
+    evaluations = cfg.evaluations or agent.cfg.evaluations
     proxy = api.ProxyConfig(epochs=cfg.proxy_epochs, teacher_epochs=cfg.teacher_epochs)
     result = api.search(task, searcher="rcnas", agent=cfg.agent, evaluations=evaluations, proxy=proxy,
                         seed=cfg.seed, out=out / "search", data_dir=data_dir, device=device, progress=progress)

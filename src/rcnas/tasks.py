@@ -94,15 +94,35 @@ def resolve(task: Task, data_dir: str | None = None) -> ResolvedTask:
     return resolved
 
 
+def table_name(dataset: str, teacher: str, eps: float) -> str:
+    """The name of a tabular benchmark's (dataset, teacher, eps): `digits_wrn-16-1_eps0.15`."""
+    return f"{dataset}_{teacher}_eps{eps:g}"
+
+
+def parse_table_name(name: str) -> tuple[str, str, float]:
+    dataset, teacher, eps = name.rsplit("_", 2) if name.count("_") >= 2 else (name, "", "")
+    try:
+        if not (teacher and eps.startswith("eps")):
+            raise ValueError
+        return dataset, teacher, float(eps[3:])
+    except ValueError:
+        raise BadInput(f"{name!r} is not a table name; expected DATASET_TEACHER_epsEPS, "
+                       "e.g. digits_wrn-16-1_eps0.15") from None
+
+
 @dataclass(frozen=True)
 class Buffers:
     """What meta-training samples task settings from (the paper's attack, dataset and teacher buffers
-    plus a budget), and the held-out task settings it must never see."""
+    plus a budget), and the held-out task settings it must never see. `tables`, when given, names the
+    (dataset, teacher, eps) settings directly (tabular benchmarks) instead of datasets x teachers x
+    eps_scales."""
+    tables: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ("digits",)
     attacks: tuple[str, ...] = ("clean", "fgsm", "pgd", "cw")
     eps_scales: tuple[float, ...] = (0.67, 1.0)   # times the dataset's default eps
     teachers: tuple[str, ...] = ("wrn-16-2", "wrn-22-2", "wrn-16-4")  # or DATASET:NAME for one dataset
     budgets: tuple[str | int | float, ...] = ("0.3x", "0.4x", "0.5x", "0.6x")  # numbers become strings
+    floors: tuple[float, ...] = (0.0,)  # the least MACs a candidate may have, as a fraction of the budget
     held_out: tuple[Task, ...] = field(default_factory=lambda: (
         Task("digits", "pgd", "wrn-28-2", "0.5x"),))
 
@@ -114,8 +134,12 @@ class Buffers:
                 raise BadInput(f"buffers: {name} must list at least one value")
         for a in self.attacks:
             attack_kind(a)
+        for n in self.tables:
+            parse_table_name(n)
         if any(not (0 < s <= 4) for s in self.eps_scales):
             raise BadInput("buffers: eps_scales must be in (0, 4]")
+        if not self.floors or any(not (0 <= f < 1) for f in self.floors):
+            raise BadInput("buffers: floors must list fractions of the budget in [0, 1), e.g. [0.0, 0.8]")
 
     def teachers_for(self, dataset: str) -> list[str]:
         """A teacher entry `DATASET:NAME` applies to that dataset only; a plain name to every dataset."""
@@ -126,14 +150,16 @@ class Buffers:
                 out.append(name)
         return out
 
+    def settings(self, default_eps: dict[str, float]) -> list[tuple[str, str, float]]:
+        """The (dataset, teacher, eps) settings, before attacks and budgets."""
+        if self.tables:
+            return [parse_table_name(n) for n in self.tables]
+        return [(d, t, round(default_eps[d] * s, 6)) for d in self.datasets for t in self.teachers_for(d)
+                for s in self.eps_scales]
+
     def all_tasks(self, default_eps: dict[str, float]) -> list[Task]:
-        tasks = []
-        for d in self.datasets:
-            for t in self.teachers_for(d):
-                for s in self.eps_scales:
-                    for a in self.attacks:
-                        for b in self.budgets:
-                            tasks.append(Task(d, a, t, b, round(default_eps[d] * s, 6)))
+        tasks = [Task(d, a, t, b, eps) for d, t, eps in self.settings(default_eps)
+                 for a in self.attacks for b in self.budgets]
         held = {self._canonical(h, default_eps) for h in self.held_out}
         return [t for t in tasks if self._canonical(t, default_eps) not in held]
 

@@ -37,6 +37,8 @@ def get_teacher(dataset: str, teacher: str, *, data_dir: str | None = None, epoc
         raise BadInput(f"teacher epochs must be >= 1, got {cfg.epochs}")
     splits = load_dataset(dataset, data_dir)
     info = splits.info
+    from rcnas.seeding import seed_everything
+    seed_everything(seed)  # the initial weights too: the same seed gives the same teacher
     model = build_model(teacher_arch(teacher), info.num_classes, info.channels, info.mean, info.std)
     out = teacher_dir(dataset, teacher, cfg, cache)
     final = out / "teacher.safetensors"

@@ -1,46 +1,40 @@
-"""The agent's network (from the paper's figures): a per-stage encoding layer, a bidirectional
-LSTM across the 3 stages, then per stage [global features (LIPS, cost, progress, task), forward
-state, backward state] through a stage-specific MLP into that stage's action heads. All heads act
-at every step; choices are sampled head by head under the environment's masks."""
+"""The agent's network, in the paper's shape: a per-stage encoding layer, a bidirectional LSTM across
+the 3 stages, then per stage [forward state, backward state, LIPS, cost and task features] through a
+stage-specific MLP into that stage's head. Each head scores its stage's choice (depth, width and block
+relative to the teacher) in the context of the whole network; a candidate's score is the sum of its
+3 heads. All heads act on every candidate; the policy is a softmax over the scores of the candidates
+left (`rcnas.agent.agent`), so one network serves every teacher and grid.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from rcnas.env.compression import GLOBAL_FEATURES, STAGE_FEATURES
-from rcnas.search.space import HEAD_SIZES
+from rcnas.env.features import GLOBAL_FEATURES, STAGE_FEATURES
 
 
-class PolicyNet(nn.Module):
+class ScoreNet(nn.Module):
     def __init__(self, hidden: int = 64) -> None:
         super().__init__()
         self.encode = nn.ModuleList(nn.Linear(STAGE_FEATURES, hidden) for _ in range(3))
         self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
         self.stage_mlp = nn.ModuleList(
             nn.Sequential(nn.Linear(2 * hidden + GLOBAL_FEATURES, hidden), nn.Tanh()) for _ in range(3))
-        self.heads = nn.ModuleList(nn.Linear(hidden, sum(HEAD_SIZES)) for _ in range(3))
-        for head in self.heads:
-            nn.init.normal_(head.weight, std=0.01)
-            # [choice] start near the teacher: prefer small moves (a uniform policy shrinks every stage
-            # by ~4 of 8 width levels per episode and lands far below the budget; with this prior the
-            # masks, which forbid what can no longer meet the budget, bring the network down to near
-            # it) and the basic block (the teachers' block: a robust stage cannot inherit weights).
-            with torch.no_grad():
-                head.bias.copy_(torch.cat([torch.linspace(1.0, -1.0, n) if n > 2 else torch.tensor([1.0, 0.0])
-                                           for n in HEAD_SIZES]))
+        self.heads = nn.ModuleList(nn.Linear(hidden, 1) for _ in range(3))
+        for head in self.heads:  # an untrained agent ranks nothing: it starts as uniform random search
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        # how far the policy follows what it has seen in this search: trust(n) = softplus(a + b log(1+n))
+        self.trust = nn.Parameter(torch.tensor([0.0, 0.5]))
 
-    def forward(self, obs: torch.Tensor) -> list[torch.Tensor]:
-        """obs (B, OBS_DIM) -> 9 logit tensors (B, n_choices), in head order d1 w1 b1 d2 ... b3."""
-        stages = obs[:, : 3 * STAGE_FEATURES].view(-1, 3, STAGE_FEATURES)      # (B, 3, 4)
-        glob = obs[:, 3 * STAGE_FEATURES:]                                       # (B, G)
-        enc = torch.stack([torch.tanh(f(stages[:, i])) for i, f in enumerate(self.encode)], 1)  # (B, 3, H)
-        seq, _ = self.lstm(enc)                                                  # (B, 3, 2H): fwd | bwd
-        logits = []
-        for i in range(3):
-            h = self.stage_mlp[i](torch.cat([seq[:, i], glob], dim=1))           # (B, H)
-            logits += list(torch.split(self.heads[i](h), list(HEAD_SIZES), dim=1))
-        return logits
+    def forward(self, stages: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
+        """stages (N, 3, STAGE_FEATURES), glob (N, GLOBAL_FEATURES) -> scores (N,)."""
+        enc = torch.stack([torch.tanh(f(stages[:, i])) for i, f in enumerate(self.encode)], 1)  # (N, 3, H)
+        seq, _ = self.lstm(enc)                                                                # (N, 3, 2H)
+        return sum(self.heads[i](self.stage_mlp[i](torch.cat([seq[:, i], glob], 1))).squeeze(1) for i in range(3))
 
-
-def masked_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    def trust_at(self, n: int) -> torch.Tensor:
+        """The weight of the within-search evidence after `n` evaluations (0 before the first)."""
+        if n == 0:
+            return torch.zeros(())
+        return nn.functional.softplus(self.trust[0] + self.trust[1] * torch.log1p(torch.tensor(float(n))))

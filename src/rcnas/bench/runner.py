@@ -12,10 +12,12 @@ def run_bench(which: str, out: str = "bench/results", seeds: int | None = None, 
               **options: Any):
     """Run benchmark `which`; `options` are that benchmark's own (None values are dropped)."""
     import rcnas.bench.comparison
-    import rcnas.bench.suites  # noqa: F401
+    import rcnas.bench.suites
+    import rcnas.bench.tabular  # noqa: F401
     if which == "build-table":
-        from rcnas.bench.table_builder import build_table
-        return build_table(seeds=seeds, workers=options.get("jobs") or 2)
+        from rcnas.bench.table_builder import build_tables
+        written = build_tables(options.get("table"), seeds=seeds or 2, workers=options.get("jobs") or 2)
+        return written[-1].parent if written else None
     import inspect
 
     from rcnas.errors import BadInput

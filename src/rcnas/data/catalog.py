@@ -46,6 +46,16 @@ DATASETS.register("fashion-mnist", DatasetSpec(
     system_dirs=lambda: (FASHION_MNIST_SYSTEM_DIR,),  # looked up at call time: tests patch it
     how_to_get="run `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs them in "
                "/usr/share/datasets/fashion-mnist)"))
+# 14x14 versions (2x2 average pooling): the tabular benchmark's cheaper task settings
+DATASETS.register("mnist5k-14", DatasetSpec(
+    "mnist5k-14", 10, 1, 14, 0.3, "shift", read=loaders.halved(loaders.read_mnist5k),
+    bundled=loaders.mnist5k_path))
+DATASETS.register("fashion-mnist-14", DatasetSpec(
+    "fashion-mnist-14", 10, 1, 14, 0.1, "shift", read=loaders.halved(loaders.read_idx_dataset),
+    files=loaders.IDX_FILES, folder="fashion-mnist", describe=_IDX_WORDS,
+    system_dirs=lambda: (FASHION_MNIST_SYSTEM_DIR,),
+    how_to_get="run `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs them in "
+               "/usr/share/datasets/fashion-mnist)"))
 DATASETS.register("cifar10", DatasetSpec(
     "cifar10", 10, 3, 32, 8 / 255, "crop-flip", read=loaders.read_cifar10,
     files=loaders.CIFAR10_FILES, folder="cifar-10-batches-py",

@@ -1,12 +1,6 @@
-"""The gymnasium environment of compression episodes, and the rewards."""
-from rcnas.env.rewards import REWARDS, RewardInput
+"""The agent's world: a search of a few candidate evaluations as an episode (`SearchEpisode`), what the
+agent sees of tasks and candidates (`rcnas.env.features`), and the same episode as a gymnasium env."""
+from rcnas.env.compression import OBS_DIM, CompressionEnv
+from rcnas.env.episode import SearchEpisode
 
-__all__ = ["CompressionEnv", "OBS_DIM", "observation", "REWARDS", "RewardInput"]
-
-
-def __getattr__(name: str):
-    # lazy: the environment needs rcnas.search, which itself needs the rewards above
-    if name in ("CompressionEnv", "OBS_DIM", "observation"):
-        from rcnas.env import compression
-        return getattr(compression, name)
-    raise AttributeError(name)
+__all__ = ["OBS_DIM", "CompressionEnv", "SearchEpisode"]

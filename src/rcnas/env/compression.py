@@ -1,82 +1,73 @@
-"""The compression episode as a `gymnasium.Env`.
+"""The search episode as a `gymnasium.Env`, for any policy that wants the standard interface.
 
-An episode starts at the teacher. Each of `steps` steps applies one action per stage (move depth
-down 0-2 levels, width down 0-3 levels, pick the block type) — a `MultiDiscrete([3, 4, 2] * 3)`.
-After the last step the network is evaluated and the reward returned; earlier steps return 0.
-The observation re-encodes the current network per stage [stride, depth and width relative to the
-teacher, robust flag] plus LIPS, cost (MACs relative to budget and to the teacher), progress and
-a small task embedding. `action_mask(prefix)` gives the masks (no choice that can never meet the
-budget); an action outside the masks ends the episode with reward -1 (an invalid network).
+An action is one whole candidate, per stage (depth level, width level, block) on the task's grid —
+a `MultiDiscrete([D1, W1, B1, D2, W2, B2, D3, W3, B3])` of the space's level counts. A candidate
+that does not fit the budget ends the episode with reward -1 (an invalid network); one already
+evaluated costs nothing and returns 0 (the episode is truncated after 4x `evaluations` steps, so a
+policy that only repeats itself still ends). Otherwise it is evaluated and the step reward is the
+improvement of the best reward so far: the return is the best the search found. The episode itself
+is `rcnas.env.episode.SearchEpisode`, the same one the agent's searches run.
+
+The observation: the task's features, progress, the best reward so far, and the last candidate
+(per-stage fractions of the teacher, MACs / budget) with its reward.
 """
 from __future__ import annotations
-
-import math
 
 import gymnasium as gym
 import numpy as np
 
+from rcnas.env.episode import SearchEpisode
+from rcnas.env.features import TASK_FEATURES, task_features
 from rcnas.search.driver import SearchContext
-from rcnas.search.space import HEAD_SIZES, SearchSpace, State
-from rcnas.tasks import ATTACK_KINDS, attack_kind
+from rcnas.search.space import SearchSpace, State
 
-STAGE_FEATURES = 4
-GLOBAL_FEATURES = 5 + len(ATTACK_KINDS) + 4
-OBS_DIM = 3 * STAGE_FEATURES + GLOBAL_FEATURES
-STRIDES = (1, 2, 2)
-
-
-def observation(ctx: SearchContext, state: State, t: int, steps: int) -> np.ndarray:
-    space, task = ctx.space, ctx.task
-    arch = space.arch(state)
-    stages = []
-    for i in range(3):
-        stages += [STRIDES[i] / 2, arch.depths[i] / space.teacher.depths[i],
-                   arch.channels[i] / space.teacher.channels[i], float(arch.blocks[i] == "robust")]
-    macs = ctx.macs(arch)
-    kind = attack_kind(task.attack)
-    task_embedding = [float(kind == k) for k in ATTACK_KINDS] + [
-        task.eps * 10, task.input_size / 64, task.in_channels / 3, math.log(task.num_classes) / math.log(200)]
-    glob = [math.log1p(ctx.lips(arch)) / 5, macs / task.budget_macs, macs / task.teacher_macs,
-            task.budget_macs / task.teacher_macs, t / steps]
-    return np.clip(np.asarray(stages + glob + task_embedding, dtype=np.float32), -10, 10)
+OBS_DIM = TASK_FEATURES + 2 + 11
 
 
 class CompressionEnv(gym.Env):
     metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
 
-    def __init__(self, ctx: SearchContext, steps: int = 3) -> None:
+    def __init__(self, ctx: SearchContext, evaluations: int = 10) -> None:
         super().__init__()
-        self.ctx, self.steps = ctx, steps
+        self.ctx, self.evaluations = ctx, evaluations
         self.space: SearchSpace = ctx.space
-        self.action_space = gym.spaces.MultiDiscrete(list(HEAD_SIZES) * 3)
+        sp = self.space
+        self.action_space = gym.spaces.MultiDiscrete(
+            [n for i in range(3) for n in (len(sp.depth_levels[i]), len(sp.width_levels[i]), len(sp.blocks))])
         self.observation_space = gym.spaces.Box(-10.0, 10.0, shape=(OBS_DIM,), dtype=np.float32)
-        self.state: State = self.space.initial()
-        self.t = 0
+        self.episode = SearchEpisode(ctx, [], evaluations)
+        self.steps = 0
+        self._last: tuple[State, float] | None = None
 
     def _obs(self) -> np.ndarray:
-        return observation(self.ctx, self.state, self.t, self.steps)
-
-    def action_mask(self, prefix: tuple[int, ...] = ()) -> np.ndarray:
-        """Allowed choices of the next head, given this step's choices so far."""
-        steps_left = self.steps - self.t - 1
-        return np.array(self.space.mask(self.state, prefix, steps_left, self.ctx.task.budget_macs))
-
-    def legal(self, action: tuple[int, ...]) -> bool:
-        return all(self.action_mask(action[:i])[action[i]] for i in range(len(action)))
+        ep = self.episode
+        last = np.zeros(11, dtype=np.float32)  # per-stage fractions (9), MACs / budget, reward
+        if self._last is not None:
+            state, reward = self._last
+            fr = [f for stage in self.space.fractions(state) for f in stage]
+            last = np.array(fr + [self.space.macs(state) / self.ctx.task.budget_macs, reward], dtype=np.float32)
+        progress = np.array([ep.n / self.evaluations, ep.best if ep.observed else 0.0], dtype=np.float32)
+        return np.clip(np.concatenate([task_features(self.ctx), progress, last]), -10, 10).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.state, self.t = self.space.initial(), 0
-        return self._obs(), {"arch": self.space.arch(self.state)}
+        self.episode = SearchEpisode(self.ctx, [], self.evaluations)
+        self.steps, self._last = 0, None
+        return self._obs(), {}
 
     def step(self, action):
-        action = tuple(int(a) for a in action)
-        if not self.legal(action):
-            return self._obs(), -1.0, True, False, {"invalid": True, "arch": self.space.arch(self.state)}
-        self.state = self.space.apply(self.state, action)
-        self.t += 1
-        arch = self.space.arch(self.state)
-        if self.t < self.steps:
-            return self._obs(), 0.0, False, False, {"arch": arch}
+        state: State = tuple(tuple(int(a) for a in action[3 * i: 3 * i + 3]) for i in range(3))  # type: ignore[assignment]
+        self.steps += 1
+        arch = self.space.arch(state)
+        if not self.ctx.fits(state):
+            return self._obs(), -1.0, True, False, {"invalid": True, "arch": arch}
         record = self.ctx.evaluate_many([arch])[0]
-        return self._obs(), self.ctx.reward(record), True, False, {"arch": arch, "record": record}
+        reward = self.ctx.reward(record)
+        before = self.episode.n
+        gain = self.episode.observe(arch, reward)
+        self._last = (state, reward)
+        info = {"arch": arch, "record": record, "new": self.episode.n > before}
+        return self._obs(), gain, self.episode.done, self.steps >= 4 * self.evaluations, info
+
+
+__all__ = ["OBS_DIM", "CompressionEnv"]

@@ -2,6 +2,7 @@
 budgeted evaluator, so that comparisons count exactly the same evaluations."""
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -9,13 +10,18 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from rcnas.env.rewards import REWARDS, RewardInput
+from rcnas.search.rewards import REWARDS, RewardInput
 from rcnas.errors import BadInput, RunFailure
 from rcnas.search.evaluator import Evaluator, metric_for, safe_evaluate
-from rcnas.search.space import SearchSpace
+from rcnas.search.space import SearchSpace, State
 from rcnas.search.store import Record, Store
 from rcnas.space.arch import Arch
 from rcnas.tasks import ResolvedTask
+
+logger = logging.getLogger(__name__)
+
+
+ENUMERABLE = 50_000  # spaces up to this many states are enumerated (exhaustion is then detected exactly)
 
 
 class LocalExecutor:
@@ -38,15 +44,29 @@ class SearchContext:
     executor: object = field(default_factory=LocalExecutor)
     seen: dict[Arch, Record] = field(default_factory=dict)
     new_evaluations: int = 0
+    min_macs: int = 0   # a floor on the candidates' MACs (benchmarks' ">= 80% of the budget" view)
 
     def __post_init__(self) -> None:
         self.reward_fn = REWARDS.get(self.reward_name)
         self.metric = metric_for(self.task.attack)
         self._teacher_accuracy: float | None = None
+        self._feasible: list[State] | None = None
 
     @property
     def evaluations(self) -> int:
         return len(self.seen)
+
+    def fits(self, state: State) -> bool:
+        """The one test of a candidate: buildable, within the budget (and above the floor)."""
+        sp = self.space
+        return sp.valid(state) and self.min_macs <= sp.macs(state) <= self.task.budget_macs
+
+    def feasible_states(self) -> list[State] | None:
+        """Every state that fits, in the space's order, when the space is small enough to enumerate
+        (a tabular grid); None for a large space (the teacher's eighths: millions of states)."""
+        if self._feasible is None and self.space.size() <= ENUMERABLE:
+            self._feasible = [s for s in self.space.all_states() if self.fits(s)]
+        return self._feasible
 
     def macs(self, arch: Arch) -> int:
         from rcnas.cost import arch_cost
@@ -121,6 +141,7 @@ class Trial:
     arch: Arch
     reward: float
     record: Record
+    new: bool = True   # the first time this search scored `arch` (False: a re-proposal, no evaluation)
 
 
 @dataclass
@@ -148,17 +169,26 @@ def run_search(searcher: Searcher, max_evaluations: int, *, progress: bool = Tru
         raise BadInput(f"--evaluations must be >= 1, got {max_evaluations}")
     ctx.teacher_accuracy()
     trials: list[Trial] = []
+    scored: set[Arch] = set()
     asks, max_asks = 0, 50 * max_evaluations  # a searcher that only repeats itself must still stop
-    bar = tqdm(total=max_evaluations, desc=f"search[{searcher.name}]", disable=not progress, leave=False)
-    while ctx.evaluations < max_evaluations and asks < max_asks and not searcher.finished():
-        k = max(1, min(searcher.batch, max_evaluations - ctx.evaluations))
+    feasible = ctx.feasible_states()
+    if feasible == []:
+        raise BadInput(f"no network of this search space fits between {ctx.min_macs} and {ctx.task.budget_macs} "
+                       "MACs; raise --budget")
+    limit = min(max_evaluations, len(feasible)) if feasible is not None else max_evaluations
+    if feasible is not None and len(feasible) < max_evaluations:
+        logger.info("only %d architectures fit the budget: the search ends after scoring them all", len(feasible))
+    bar = tqdm(total=limit, desc=f"search[{searcher.name}]", disable=not progress, leave=False)
+    while ctx.evaluations < limit and asks < max_asks and not searcher.finished():
+        k = max(1, min(searcher.batch, limit - ctx.evaluations))
         archs = [searcher.ask() for _ in range(k)]
         asks += k
         before = ctx.evaluations
         for arch, record in zip(archs, ctx.evaluate_many(archs)):
             reward = ctx.reward(record)
             searcher.tell(arch, reward, record)
-            trial = Trial(len(trials), arch, reward, record)
+            trial = Trial(len(trials), arch, reward, record, new=arch not in scored)
+            scored.add(arch)
             trials.append(trial)
             if on_trial is not None:
                 on_trial(trial)

@@ -1,12 +1,11 @@
-"""Searchers, all behind the same ask/tell driver: the RL agent (`rcnas`), search baselines
-(`random`, `evolution`, `tpe`) and heuristic rules scaled to the budget (`uniform`, `last-stage`,
-`compound`)."""
+"""Search baselines, all behind the same ask/tell driver as the RL agent (`rcnas`, which registers
+itself from `rcnas.agent`): `random` (without replacement), `evolution`, `tpe`, the trivial
+`largest` (largest MACs first) and `transferred` (a fixed ranking carried over from other tables),
+and heuristic rules scaled to the budget (`uniform`, `last-stage`, `compound`)."""
 from __future__ import annotations
 
 import random
 from collections import deque
-
-import torch
 
 from rcnas.errors import BadInput
 from rcnas.registry import Registry
@@ -19,27 +18,92 @@ SEARCHERS: Registry = Registry("searcher")
 
 
 def _random_state(ctx: SearchContext, rng: random.Random, tries: int = 20000) -> State:
-    """Uniform over the valid states within budget (rejection sampling on the closed-form cost)."""
-    sp, budget = ctx.space, ctx.task.budget_macs
+    """Uniform over the states that fit (rejection sampling on the closed-form cost)."""
+    sp = ctx.space
     for _ in range(tries):
         state = tuple((rng.randrange(len(sp.depth_levels[i])), rng.randrange(len(sp.width_levels[i])),
                        rng.randrange(len(sp.blocks))) for i in range(3))
-        if sp.valid(state) and sp.macs(state) <= budget:
+        if ctx.fits(state):
             return state
-    raise BadInput(f"could not sample a network within the budget of {budget} MACs; raise --budget")
+    raise BadInput(f"could not sample a network within the budget of {ctx.task.budget_macs} MACs; raise --budget")
+
+
+def candidate_states(ctx: SearchContext, seed: int, size: int = 4096) -> list[State]:
+    """What a searcher that ranks candidates chooses from: every state that fits, when the space is
+    small enough to enumerate, else `size` distinct ones drawn uniformly (seeded)."""
+    feasible = ctx.feasible_states()
+    if feasible is not None:
+        return list(feasible)
+    rng, seen = random.Random(seed), set()
+    for _ in range(20 * size):
+        seen.add(_random_state(ctx, rng))
+        if len(seen) == size:
+            break
+    return sorted(seen)
+
+
+class OrderedSearcher(Searcher):
+    """Proposes candidates in a fixed order, each once; finished when the order is used up."""
+
+    def __init__(self, ctx: SearchContext, seed: int = 0) -> None:
+        super().__init__(ctx, seed)
+        self._order: list[State] | None = None
+        self._next = 0
+
+    def order(self) -> list[State]:
+        raise NotImplementedError
+
+    def ask(self) -> Arch:
+        if self._order is None:
+            self._order = self.order()
+        state = self._order[self._next]
+        self._next += 1
+        return self.ctx.space.arch(state)
+
+    def finished(self) -> bool:
+        if self._order is None:
+            self._order = self.order()
+        return self._next >= len(self._order)
 
 
 @SEARCHERS.register("random")
 class RandomSearcher(Searcher):
+    """Uniform random search without replacement over the networks that fit the budget."""
     name = "random"
     batch = 8
 
     def __init__(self, ctx: SearchContext, seed: int = 0) -> None:
         super().__init__(ctx, seed)
         self.rng = random.Random(seed)
+        feasible = ctx.feasible_states()
+        self.order = None if feasible is None else self.rng.sample(feasible, len(feasible))
+        self.proposed: set[State] = set()
 
     def ask(self) -> Arch:
-        return self.ctx.space.arch(_random_state(self.ctx, self.rng))
+        if self.order is not None:
+            return self.ctx.space.arch(self.order.pop())
+        for _ in range(1000):  # a large space: rejection sampling, skipping what was proposed
+            state = _random_state(self.ctx, self.rng)
+            if state not in self.proposed:
+                break
+        self.proposed.add(state)
+        return self.ctx.space.arch(state)
+
+    def finished(self) -> bool:
+        return self.order is not None and not self.order
+
+
+@SEARCHERS.register("largest")
+class LargestFirst(OrderedSearcher):
+    """The trivial baseline a budget-filling objective must beat: the largest networks first (by
+    MACs; ties in a seeded random order)."""
+    name = "largest"
+
+    def order(self) -> list[State]:
+        rng, sp = random.Random(self.seed), self.ctx.space
+        states = candidate_states(self.ctx, self.seed)
+        keys = {s: (sp.macs(s), rng.random()) for s in states}
+        return sorted(states, key=keys.__getitem__, reverse=True)
 
 
 @SEARCHERS.register("evolution")
@@ -53,6 +117,7 @@ class EvolutionSearcher(Searcher):
         self.population: deque[tuple[State, float]] = deque(maxlen=population)
         self.size, self.sample = population, sample
         self.pending: dict[Arch, State] = {}
+        self.proposed: set[State] = set()
 
     def _mutate(self, state: State) -> State:
         sp = self.ctx.space
@@ -65,18 +130,27 @@ class EvolutionSearcher(Searcher):
                 n = len(sp.depth_levels[i] if field == 0 else sp.width_levels[i])
                 stage[field] = min(n - 1, max(0, stage[field] + self.rng.choice((-1, 1))))
             child = tuple(tuple(stage) if j == i else s for j, s in enumerate(state))
-            if child != state and sp.valid(child) and sp.macs(child) <= self.ctx.task.budget_macs:
+            if child != state and child not in self.proposed and self.ctx.fits(child):  # type: ignore[arg-type]
                 return child  # type: ignore[return-value]
-        return _random_state(self.ctx, self.rng)
+        return self._fresh()
+
+    def _fresh(self) -> State:
+        """A random state not proposed yet (any random state once none is left)."""
+        for _ in range(1000):
+            state = _random_state(self.ctx, self.rng)
+            if state not in self.proposed:
+                return state
+        return state
 
     def ask(self) -> Arch:
         if len(self.population) < self.size:
-            state = _random_state(self.ctx, self.rng)
+            state = self._fresh()
         else:
             contenders = self.rng.sample(list(self.population), self.sample)
             state = self._mutate(max(contenders, key=lambda p: p[1])[0])
         arch = self.ctx.space.arch(state)
         self.pending[arch] = state
+        self.proposed.add(state)
         return arch
 
     def tell(self, arch: Arch, reward: float, record: Record) -> None:
@@ -85,34 +159,49 @@ class EvolutionSearcher(Searcher):
 
 @SEARCHERS.register("tpe")
 class TPESearcher(Searcher):
-    """Optuna's TPE through its ask/tell interface; an over-budget proposal is told -1 unevaluated."""
+    """Optuna's TPE through its ask/tell interface, without replacement: an over-budget proposal is told
+    -1 unevaluated, a proposal already scored is told its known reward and TPE asked again; after 100
+    such proposals in a row, a random network not yet scored is enqueued (a space nearly used up)."""
     name = "tpe"
 
     def __init__(self, ctx: SearchContext, seed: int = 0) -> None:
         super().__init__(ctx, seed)
         import optuna
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.optuna = optuna
         self.study = optuna.create_study(direction="maximize",
                                          sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5))
+        self.rng = random.Random(seed)
         self.pending: dict[Arch, list] = {}
+
+    def _unscored(self) -> State:
+        feasible = self.ctx.feasible_states()
+        left = [s for s in feasible if self.ctx.space.arch(s) not in self.ctx.seen] if feasible is not None else []
+        return self.rng.choice(left) if left else _random_state(self.ctx, self.rng)
 
     def ask(self) -> Arch:
         sp = self.ctx.space
-        for _ in range(10000):
+        for attempt in range(10000):
+            if attempt and attempt % 100 == 0:
+                state = self._unscored()
+                self.study.enqueue_trial({f"{k}{i}": v for i in range(3) for k, v in zip("dwb", state[i])})
             trial = self.study.ask()
             state = tuple((trial.suggest_int(f"d{i}", 0, len(sp.depth_levels[i]) - 1),
                            trial.suggest_int(f"w{i}", 0, len(sp.width_levels[i]) - 1),
                            trial.suggest_int(f"b{i}", 0, len(sp.blocks) - 1)) for i in range(3))
-            if sp.valid(state) and sp.macs(state) <= self.ctx.task.budget_macs:
-                arch = sp.arch(state)
-                self.pending.setdefault(arch, []).append(trial)
-                return arch
-            self.study.tell(trial, -1.0)
+            if not self.ctx.fits(state):
+                self.study.tell(trial, -1.0)
+                continue
+            arch = sp.arch(state)
+            if arch in self.ctx.seen:
+                self.study.tell(trial, self.ctx.reward(self.ctx.seen[arch]))
+                continue
+            self.pending.setdefault(arch, []).append(trial)
+            return arch
         raise BadInput("TPE found no network within the budget; raise --budget")
 
     def tell(self, arch: Arch, reward: float, record: Record) -> None:
-        self.study.tell(self.pending[arch].pop(0), reward)
+        for trial in self.pending.pop(arch, []):
+            self.study.tell(trial, reward)
 
 
 class RuleSearcher(Searcher):
@@ -128,7 +217,7 @@ class RuleSearcher(Searcher):
 
     def ask(self) -> Arch:
         sp, budget = self.ctx.space, self.ctx.task.budget_macs
-        ok = [s for s in self.candidates() if sp.valid(s) and sp.macs(s) <= budget]
+        ok = [s for s in self.candidates() if self.ctx.fits(s)]
         if not ok:
             raise BadInput(f"the {self.name} rule has no network within {budget} MACs; raise --budget")
         self.done = True
@@ -208,37 +297,44 @@ class CompoundRule(RuleSearcher):
         return out
 
 
-@SEARCHERS.register("rcnas")
-class AgentSearcher(Searcher):
-    """The RL agent: each ask samples one masked compression episode; every `episodes_per_update`
-    tells, one policy-gradient update (fine-tuning a meta-trained agent, or training from scratch)."""
-    name = "rcnas"
+@SEARCHERS.register("transferred")
+class TransferredRanking(OrderedSearcher):
+    """The fixed ranking a meta-learnt agent must beat, or it learnt nothing beyond one: candidates in
+    the order of their mean percentile rank on other tables (the training tables). On each table, the
+    networks within the same fraction of its teacher's MACs are ranked by the task's metric; a candidate
+    takes the rank of its nearest network there (per-stage depth and width relative to the teacher).
+    Ties are broken in a seeded random order. `tables`: default, every shipped table of another dataset."""
+    name = "transferred"
 
-    def __init__(self, ctx: SearchContext, seed: int = 0, agent=None, learn: bool = True) -> None:
+    def __init__(self, ctx: SearchContext, seed: int = 0, tables=None) -> None:
         super().__init__(ctx, seed)
-        from rcnas.agent.agent import Agent
-        self.agent = agent if agent is not None else Agent(seed=seed)
-        self.batch = self.agent.cfg.episodes_per_update
-        self.learn = learn
-        self.generator = torch.Generator().manual_seed(seed)
-        self.pending: list = []
-        self.done: list[tuple] = []
-        self.history: list[dict[str, float]] = []
+        self.tables = tables
 
-    def ask(self) -> Arch:
-        episode = self.agent.sample_episode(self.ctx, self.generator)
-        self.pending.append(episode)
-        return episode.arch
+    def order(self) -> list[State]:
+        import numpy as np
 
-    def tell(self, arch: Arch, reward: float, record: Record) -> None:
-        i = next(i for i, e in enumerate(self.pending) if e.arch == arch)
-        self.done.append((self.pending.pop(i), reward))
-        if len(self.done) == self.batch and not self.pending:
-            if self.learn:
-                stats = self.agent.update([e for e, _ in self.done], [r for _, r in self.done],
-                                          self.ctx.task.task.key())
-                self.history.append(stats)
-            self.done = []
+        from rcnas.search.table import load_tables
+        task, sp = self.ctx.task, self.ctx.space
+        tables = self.tables if self.tables is not None else [
+            t for t in load_tables().values() if t.dataset != task.dataset]
+        if not tables:
+            raise BadInput("the transferred ranking needs tables of other task settings; none is given")
+        states = candidate_states(self.ctx, self.seed)
+        mine = np.array([[f for stage in sp.fractions(s) for f in stage[:2]] for s in states])
+        fraction = task.budget_macs / task.teacher_macs
+        floor = self.ctx.min_macs / task.teacher_macs
+        score = np.zeros(len(states))
+        for table in tables:
+            keys = [k for k, r in table.rows.items() if floor <= r["macs"] / table.teacher_macs <= fraction]
+            keys = keys or list(table.rows)
+            values = np.array([table.means[k][self.ctx.metric] for k in keys])
+            pct = values.argsort().argsort() / max(1, len(keys) - 1)
+            theirs = np.array([table.shapes[k] for k in keys])
+            nearest = ((mine[:, None, :] - theirs[None, :, :]) ** 2).sum(-1).argmin(1)
+            score += pct[nearest]
+        rng = random.Random(self.seed)
+        keys = {s: (score[i], rng.random()) for i, s in enumerate(states)}
+        return sorted(states, key=keys.__getitem__, reverse=True)
 
 
 def make_searcher(name: str, ctx: SearchContext, seed: int = 0, **kwargs) -> Searcher:

@@ -46,3 +46,36 @@ def toy_context(task: Task | None = None, store_path=":memory:", seed: int = 0, 
     return SearchContext(resolved, ev.space(resolved), ev, Store(store_path), seed=seed, reward_name=reward)
 
 
+
+
+def write_toy_table(directory, dataset: str = "digits", teacher: str = "wrn-16-1", eps: float = 0.15,
+                    seeds: int = 2, width_fractions: tuple[float, ...] = (0.5, 0.75, 1.0)):
+    """A tabular benchmark of the relative grid scored by the toy evaluator, in the shipped format
+    (for tests and examples of the benchmark harness: instant, deterministic). Returns its path."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from rcnas.search.space import SearchSpace
+    from rcnas.search.table import METRICS, TABLE_FORMAT
+    from rcnas.tasks import table_name
+    task = resolve(Task(dataset, "pgd", teacher, "1.0x", eps))
+    space = SearchSpace.relative(task.teacher_arch, task.input_size, task.in_channels, task.num_classes,
+                                 width_fractions)
+    toy = ToyEvaluator()
+    rows = []
+    for state in space.all_states():
+        arch = space.arch(state)
+        records = [toy.evaluate(task, arch, s) for s in range(seeds)]
+        rows.append({"arch": arch.key(), "arch_dict": arch.to_dict(), "macs": records[0].macs,
+                     "params": records[0].params, "lips": toy.lips(task, arch),
+                     "seeds": [{m: r.metrics[m] for m in METRICS} for r in records], "seconds": 0.0})
+    name = table_name(dataset, teacher, eps)
+    path = Path(directory) / f"{name}.json.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        json.dump({"format": TABLE_FORMAT, "version": f"{name}-toy", "dataset": dataset, "teacher": teacher,
+                   "eps": eps, "seeds": seeds, "metrics": list(METRICS), "rows": rows,
+                   "grid": {"depths": [list(d) for d in space.depth_levels],
+                            "channels": [list(c) for c in space.width_levels], "blocks": list(space.blocks)}}, f)
+    return path
