@@ -37,11 +37,12 @@ test-fast: $(VENV)/.installed-test
 # Fashion-MNIST full-test comparison starts from the teacher committed beside its runs.
 bench: $(VENV)/.installed-test
 	$(BIN)/rcnas bench throughput --out bench/results
-	$(BIN)/rcnas bench search --seeds 100 --out bench/results
-	$(BIN)/rcnas bench adaptation --seeds 5 --out bench/results
-	$(BIN)/rcnas meta-train --buffers configs/meta-table.yaml --evaluator table --episodes 600 --out runs/agent-table
-	$(BIN)/rcnas bench adaptation --seeds 5 --agent runs/agent-table --out bench/results
-	$(BIN)/rcnas bench search --seeds 30 --agent runs/agent-table --out bench/results
+	$(BIN)/rcnas bench build-table --jobs 2
+	$(BIN)/rcnas bench tables --out bench/results
+	$(BIN)/rcnas meta-train --buffers configs/meta-tables.yaml --out src/rcnas/assets/agent-digits
+	$(BIN)/rcnas bench search --seeds 100 --jobs 2 --out bench/results
+	$(BIN)/rcnas bench adaptation --seeds 10 --jobs 2 --out bench/results
+	$(BIN)/rcnas bench real-search --out bench/results
 	$(BIN)/rcnas bench comparison --config configs/comparison-digits.yaml --out bench/results
 	$(BIN)/rcnas bench comparison --config configs/comparison-fashion-cpu.yaml --out bench/results
 	$(BIN)/rcnas bench comparison --config configs/comparison-mnist5k-cpu.yaml --out bench/results

@@ -108,6 +108,17 @@ def test_search_and_adaptation_benches_on_a_held_out_table(toy_tables, tmp_path,
     assert [r["view"] for r in rows] == ["all", ">=80%"] and all(r["searches"] > 0 for r in rows)
 
 
+def test_the_tables_summary_states_each_tables_size_cost_and_noise_floor(toy_tables, tmp_path, monkeypatch) -> None:
+    from rcnas.bench.tabular import bench_tables
+    monkeypatch.setenv("RCNAS_TABLES", str(toy_tables))
+    bench_tables(out=str(tmp_path))
+    rows = json.loads((tmp_path / "tables.json").read_text())["rows"]
+    assert [(r["table"], r["architectures"]) for r in rows] == [("digits_wrn-16-1_eps0.15", 216),
+                                                                 ("digits_wrn-22-1_eps0.15", 729)]
+    for r in rows:  # the toy seeds are noisy copies of one ranking: they agree, but not perfectly
+        assert 0.3 < r["seed_spearman_pgd"] < 1.0 and r["evaluation_hours"] >= 0
+
+
 def _tiny_spec(**kw):
     from rcnas.bench.table_builder import TableSpec
     from rcnas.search.evaluator import ProxyConfig

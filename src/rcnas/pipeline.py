@@ -39,7 +39,7 @@ class RunConfig:
     teacher: str | None = None       # None: the dataset's default (digits: wrn-28-2)
     seed: int = 0
     agent: str = "pretrained"        # pretrained | scratch | AGENT_DIR
-    evaluations: int | None = None   # None: the agent's search length (10: 5 fine-tuning updates, the paper's --M 5)
+    evaluations: int | None = None   # None: the agent's search length (10, a fine-tuning step after each)
     proxy_epochs: int = 2
     teacher_epochs: int = 15         # standard training of the (cached) teacher
     final_recipe: str = "pgd"        # [choice] PGD-AT on CPU (TRADES is the paper's; --recipe trades in rcnas train)

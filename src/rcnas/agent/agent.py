@@ -1,8 +1,8 @@
 """The RC-NAS agent: a policy over whole candidates, its two levels of learning, and its files.
 
 Acting: the network scores every candidate left in the search; the policy is the softmax of
-score + trust(n) * evidence, where the evidence is what the evaluations seen so far say about each
-candidate (`rcnas.agent.adapt`); the chosen candidate leaves the pool (sampling without replacement).
+score + trust(n) * spread(scores) * evidence, where the evidence is what the evaluations seen so far
+say about each candidate (`rcnas.agent.adapt`); the chosen candidate leaves the pool (sampling without replacement).
 
 Learning (policy gradient throughout, as the paper):
 - meta-training (`meta_update`): an episode is a whole k-evaluation search; its return is the area
@@ -44,7 +44,7 @@ class AgentConfig:
     entropy: float = 0.003           # entropy bonus weight (mean entropy per choice)
     searches_per_update: int = 8     # meta-training: searches per policy update, all on one task setting
     evaluations: int = 10            # meta-training: distinct evaluations per search (the episode)
-    finetune_every: int = 2          # fine-tuning: an update after every this many evaluations (0: never)
+    finetune_every: int = 1          # fine-tuning: an update after every this many evaluations (0: never)
     finetune_lr: float = 3e-3        # fine-tuning: a fresh Adam per search
     pool: int = 1024                 # candidates scored per search when the space is too large to enumerate
     lengthscale: float = 0.4         # the within-search Gaussian process (rcnas.agent.adapt)
@@ -144,8 +144,17 @@ class Agent:
         return Step(step.n, step.available, step.evidence, choice)
 
     def _logits(self, scores: torch.Tensor, step: Step) -> torch.Tensor:
-        logits = scores + self.net.trust_at(step.n) * torch.from_numpy(step.evidence)
-        return logits.masked_fill(~torch.from_numpy(step.available), -math.inf)
+        """score + trust(n) * spread * evidence: the evidence (standardised) is weighed in units of the
+        spread of the scores left, so however sharp meta-training made the prior, trust(n) ~ 1 means
+        "one standard deviation of what was seen moves a candidate as much as one of the prior"
+        (on absolute scales a sharp prior drowned the evidence: trust stayed at ~1.3 against a score
+        range of ~40, and the within-search model changed no choice)."""
+        available = torch.from_numpy(step.available)
+        if step.n == 0 or int(available.sum()) < 2:
+            return scores.masked_fill(~available, -math.inf)
+        spread = scores.detach()[available].std().clamp(min=1.0)  # a flat (scratch) prior: one logit unit
+        logits = scores + self.net.trust_at(step.n) * spread * torch.from_numpy(step.evidence)
+        return logits.masked_fill(~available, -math.inf)
 
     def log_prob(self, episode: SearchEpisode, steps: list[Step],
                  scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -377,7 +377,8 @@ def plot_regret(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], p
         std = [float(s) for s in std] if std is not None and len(std) == len(mean) else [0.0] * len(mean)
         xs = list(range(1, len(mean) + 1))
         colour = palette[k % len(palette)]
-        ax.plot(xs, mean, color=colour, lw=1.8, label=name)
+        style = ("-", "--", ":")[k // len(palette) % 3]  # past the palette, the colours come back dashed
+        ax.plot(xs, mean, color=colour, lw=1.8, ls=style, label=name)
         lo = [m - s for m, s in zip(mean, std)]
         hi = [m + s for m, s in zip(mean, std)]
         if log_y:

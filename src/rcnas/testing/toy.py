@@ -76,6 +76,8 @@ def write_toy_table(directory, dataset: str = "digits", teacher: str = "wrn-16-1
     with gzip.open(path, "wt") as f:
         json.dump({"format": TABLE_FORMAT, "version": f"{name}-toy", "dataset": dataset, "teacher": teacher,
                    "eps": eps, "seeds": seeds, "metrics": list(METRICS), "rows": rows,
+                   "input_size": task.input_size, "proxy": {"evaluator": "toy", "teacher_epochs": 0},
+                   "evaluation_seconds": 0.0,
                    "grid": {"depths": [list(d) for d in space.depth_levels],
                             "channels": [list(c) for c in space.width_levels], "blocks": list(space.blocks)}}, f)
     return path
