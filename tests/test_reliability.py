@@ -199,6 +199,7 @@ teachers: [wrn-16-2]
 attacks: [pgd, cw]
 budgets: [0.4x, 0.6x]
 held_out: []
+agent: {searches_per_update: 4}
 """
 
 

@@ -6,9 +6,10 @@ same ask/tell driver and searcher that `rcnas search` uses), and takes one polic
 their returns (`Agent.meta_update`). On the tabular benchmark an update costs milliseconds, so
 thousands of searches fit in minutes; with the real proxy every evaluation lands in the store first.
 
-Checkpoints every `checkpoint_every` updates and at the end; rerunning the same command resumes from
-the last checkpoint and ends with the same agent as an uninterrupted run (every update's task and
-seeds derive from (seed, update index); evaluations come back from the store).
+Checkpoints every `checkpoint_every` updates (every update unless on the tables) and at the end;
+rerunning the same command resumes from the last checkpoint and ends with the same agent as an
+uninterrupted run (every update's task and seeds derive from (seed, update index); evaluations come
+back from the store).
 """
 from __future__ import annotations
 
@@ -39,11 +40,15 @@ def search_return(curve: list[float], evaluations: int) -> float:
 
 def meta_train(buffers: Buffers, out: str | Path, evaluator: Evaluator, *, episodes: int = 4000, seed: int = 0,
                agent_cfg: AgentConfig | None = None, store: str | Path | None = None, reward: str = "accuracy",
-               data_dir: str | None = None, settings: dict | None = None, checkpoint_every: int = 25,
+               data_dir: str | None = None, settings: dict | None = None, checkpoint_every: int | None = None,
                progress: bool = True) -> Agent:
-    """Meta-train an agent into `out` (an episode = one whole search); returns it."""
+    """Meta-train an agent into `out` (an episode = one whole search); returns it. Checkpoints every
+    `checkpoint_every` updates (default: every update with a real evaluator, whose updates cost minutes;
+    every 25 on the tables, whose updates cost milliseconds)."""
     from rcnas.data import dataset_info
     out = Path(out)
+    if checkpoint_every is None:
+        checkpoint_every = 25 if evaluator.name == "table" else 1
     cfg = agent_cfg or AgentConfig()
     if not 0 <= seed < 2**31 or not 1 <= episodes <= 10**7:
         raise BadInput(f"meta-train needs 0 <= --seed < 2^31 and 1 <= --episodes <= 10^7, got {seed} and {episodes}")
