@@ -16,6 +16,18 @@ def test_env_passes_gymnasium_checker() -> None:
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+    # any action is answered: one the space cannot build (here a robust block narrower than it allows)
+    # ends the episode with -1, like one over the budget, instead of raising
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    unbuildable = 0
+    for action in (env.action_space.sample() for _ in range(300)):
+        _, reward, terminated, _, info = env.step(action)
+        assert np.isfinite(reward)
+        unbuildable += info.get("arch", 0) is None
+        if terminated:
+            env.reset()
+    assert unbuildable > 0  # the sampled actions did reach the case
 
 
 def _state_of(env: CompressionEnv, arch) -> np.ndarray:

@@ -20,6 +20,7 @@ from rcnas.env.episode import SearchEpisode
 from rcnas.env.features import TASK_FEATURES, task_features
 from rcnas.search.driver import SearchContext
 from rcnas.search.space import SearchSpace, State
+from rcnas.errors import BadInput
 
 OBS_DIM = TASK_FEATURES + 2 + 11
 
@@ -58,7 +59,10 @@ class CompressionEnv(gym.Env):
     def step(self, action):
         state: State = tuple(tuple(int(a) for a in action[3 * i: 3 * i + 3]) for i in range(3))  # type: ignore[assignment]
         self.steps += 1
-        arch = self.space.arch(state)
+        try:
+            arch = self.space.arch(state)
+        except BadInput:  # a combination the space cannot build (e.g. a robust block too narrow): invalid
+            return self._obs(), -1.0, True, False, {"invalid": True, "arch": None}
         if not self.ctx.fits(state):
             return self._obs(), -1.0, True, False, {"invalid": True, "arch": arch}
         record = self.ctx.evaluate_many([arch])[0]
