@@ -82,8 +82,8 @@ class Step:
 def ranking_loss(episode: SearchEpisode, scores: torch.Tensor) -> torch.Tensor:
     """[choice] RankNet's pairwise logistic loss between the scores of the candidates a search evaluated
     and the rewards they got: the agent learns from every result it saw, not only from its return."""
-    seen = [episode.position[episode.ctx.space.arch(s)] for s, _ in episode.observed]
-    rewards = torch.tensor([r for _, r in episode.observed])
+    seen, observed = episode.evaluated()
+    seen, rewards = torch.from_numpy(seen), torch.from_numpy(observed)
     better = rewards[:, None] > rewards[None, :] + 1e-9
     if not better.any():
         return torch.zeros(())
@@ -124,8 +124,7 @@ class Agent:
     def evidence(self, episode: SearchEpisode, prior: np.ndarray) -> np.ndarray:
         if episode.n == 0:
             return np.zeros(len(prior), dtype=np.float32)
-        seen = np.array([episode.position[episode.ctx.space.arch(s)] for s, _ in episode.observed])
-        rewards = np.array([r for _, r in episode.observed], dtype=np.float64)
+        seen, rewards = episode.evaluated()
         c = self.cfg
         return acquisition(prior.astype(np.float64), episode.kernel, seen, rewards, episode.available,
                            lengthscale=c.lengthscale, noise=c.noise, kappa=c.kappa,
@@ -200,11 +199,12 @@ class Agent:
 
     def fine_tune(self, episode: SearchEpisode, optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """One REINFORCE step toward the candidates this search found better than its average."""
-        rewards = torch.tensor([r for _, r in episode.observed], dtype=torch.float64)
+        seen, observed = episode.evaluated()
+        rewards = torch.from_numpy(observed)
         if len(rewards) < 2 or float(rewards.std()) < 1e-12:
             return {}
         adv = ((rewards - rewards.mean()) / rewards.std()).float()
-        seen = torch.tensor([episode.position[episode.ctx.space.arch(s)] for s, _ in episode.observed])
+        seen = torch.from_numpy(seen)
         logp = torch.log_softmax(self.scores(episode), 0)[seen]
         loss = -(adv * logp).mean()
         optimizer.zero_grad()

@@ -45,6 +45,12 @@ class SearchEpisode:
         """`evaluations` made, or every candidate of the pool (when there is one) evaluated."""
         return self.n >= self.evaluations or (len(self.states) > 0 and not self.available.any())
 
+    def evaluated(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pool positions (n,), rewards (n,)) of the evaluations so far, in order (pool candidates only:
+        what the agent learns from)."""
+        seen = np.array([self.position[self.ctx.space.arch(s)] for s, _ in self.observed], dtype=np.int64)
+        return seen, np.array([r for _, r in self.observed], dtype=np.float64)
+
     # --- what happens ------------------------------------------------------------------------
     def observe(self, arch: Arch, reward: float) -> float:
         """Record an evaluation (a repeat records nothing); return the step reward (the improvement
