@@ -9,7 +9,7 @@ import torch
 from rcnas.agent import Agent, AgentConfig, AgentSearcher
 from rcnas.agent.agent import Step
 from rcnas.agent.adapt import acquisition
-from rcnas.agent.meta import meta_train, search_return
+from rcnas.agent.meta import ShiftedContext, meta_train, search_return, task_shift
 from rcnas.errors import BadInput
 from rcnas.search.driver import SearchContext, run_search
 from rcnas.search.store import Store
@@ -134,6 +134,36 @@ def test_meta_training_on_a_table_improves_the_searches_and_resumes_exactly(tmp_
     with pytest.raises(BadInput, match="other settings"):
         meta_train(Buffers(tables=(TABLE,), attacks=("clean",)), tmp_path / "b", ev, episodes=8, agent_cfg=cfg,
                    progress=False)
+
+
+def test_a_task_shift_is_a_reproducible_linear_function_of_shape_sized_by_the_rewards_spread() -> None:
+    ctx = table_context()
+    shift = task_shift(ctx, 2.0, np.random.default_rng(0).standard_normal(64))
+    feasible = ctx.feasible_states()
+    assert len(shift) == len(feasible) > 100
+    archs = [ctx.space.arch(s) for s in feasible]
+    rewards = np.array([ctx.reward(ctx.evaluator.evaluate(ctx.task, a, 0)) for a in archs])
+    values = np.array([shift[a] for a in archs])
+    assert values.std() == pytest.approx(2.0 * rewards.std(), rel=1e-6) and abs(values.mean()) < 1e-9
+    from rcnas.env.features import kernel_features
+    features = np.c_[kernel_features(ctx, feasible), np.ones(len(feasible))]
+    residual = values - features @ np.linalg.lstsq(features, values, rcond=None)[0]
+    assert np.abs(residual).max() < 1e-9                       # linear in the candidates' shapes
+    assert shift == task_shift(ctx, 2.0, np.random.default_rng(0).standard_normal(64)) != task_shift(ctx, 2.0, np.random.default_rng(1).standard_normal(64))
+    assert task_shift(ctx, 0.0, np.ones(64)) == {}
+    shifted = ShiftedContext(ctx.task, ctx.space, ctx.evaluator, Store(":memory:"), reward_name="accuracy", shift=shift)
+    record = ctx.evaluator.evaluate(ctx.task, archs[0], 0)
+    assert shifted.reward(record) == pytest.approx(ctx.reward(record) + shift[archs[0]])
+
+
+def test_meta_training_shifts_the_share_of_updates_it_is_told_to(tmp_path) -> None:
+    buffers = Buffers(tables=(TABLE,), attacks=("pgd",), budgets=("0.5x",))
+    shares = {}
+    for share in (0.0, 0.5, 1.0):
+        meta_train(buffers, tmp_path / str(share), TableEvaluator(), episodes=80, progress=False,
+                   agent_cfg=AgentConfig(searches_per_update=2, evaluations=3, shift_share=share))
+        shares[share] = np.mean([h["shifted"] for h in Agent.load(tmp_path / str(share))[1]["history"]])
+    assert shares[0.0] == 0.0 and shares[1.0] == 1.0 and 0.25 < shares[0.5] < 0.75
 
 
 def test_meta_training_never_samples_a_held_out_task(tmp_path) -> None:

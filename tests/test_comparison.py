@@ -212,10 +212,12 @@ def test_throughput_settings() -> None:
 
 def test_every_registered_bench_is_its_function() -> None:
     import rcnas.bench.comparison
-    import rcnas.bench.suites  # noqa: F401
+    import rcnas.bench.make_run
+    import rcnas.bench.suites
+    import rcnas.bench.tabular  # noqa: F401
     from rcnas.bench.runner import BENCHES
-    for name in ("search", "adaptation", "comparison", "fidelity", "throughput", "all"):
-        assert BENCHES.get(name).__name__ == f"bench_{name}", name
+    for name in ("search", "adaptation", "comparison", "fidelity", "throughput", "all", "make-run"):
+        assert BENCHES.get(name).__name__ == f"bench_{name.replace('-', '_')}", name
 
 
 def test_paired_differences_and_their_verdicts(tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ def test_run_end_to_end_on_digits(tmp_path, capsys, monkeypatch) -> None:
     assert more["models"]["rcnas"] == again["models"]["rcnas"] and "last-stage" in more["models"]
     # another evaluation (more test images, AutoAttack on more) evaluates the trained networks again and
     # trains none of them: only the two whose weights were deleted above go back to their training
+    # (in this process, jobs=1, where the count sees it; the runs above trained in worker processes)
     import rcnas.api
     trained: list[str] = []
     real_train = rcnas.api.train
@@ -81,9 +82,10 @@ def test_run_end_to_end_on_digits(tmp_path, capsys, monkeypatch) -> None:
         trained.append(out.name)
         return real_train(arch, *args, out=out, **kwargs)
     monkeypatch.setattr(rcnas.api, "train", counting_train)
-    wider = run_pipeline(replace(cfg, baselines=more["config"]["baselines"], eval_samples=90, aa_samples=30),
-                         out=out, progress=False)
+    wider = run_pipeline(replace(cfg, baselines=more["config"]["baselines"], eval_samples=90, aa_samples=30, jobs=1,
+                                 teacher_at=False), out=out, progress=False)
     assert sorted(trained) == ["compound", "rcnas"]
+    assert set(wider["models"]) == {"rcnas", "uniform", "compound", "last-stage"}  # no reference teacher asked for
     for name, card in wider["models"].items():
         assert (card["n_eval"], card["aa_n_eval"]) == (90, 30), name
         assert card["training"] == more["models"][name]["training"] or name in trained, name
@@ -114,3 +116,20 @@ def test_a_run_refuses_a_teacher_trained_again(tmp_path) -> None:
     with pytest.raises(BadInput, match="wrn-10-2 teacher is not in the cache .*teachers.*restore it"):
         api.train_teacher("digits", "wrn-10-2", cache=tmp_path / "empty", cached_only="restore it")
     assert not (tmp_path / "empty").exists()
+
+
+@pytest.mark.slow
+def test_the_make_run_bench_times_a_fresh_run_beside_a_busy_neighbour(tmp_path, monkeypatch) -> None:
+    """A tiny `rcnas run` (the Makefile's flags plus shrinking ones) in a new process with an empty cache:
+    its row names the networks the demo trains (no reference teacher) and every stage's time, and the
+    busy neighbour is gone afterwards."""
+    import multiprocessing
+
+    import rcnas.bench.make_run as mr
+    monkeypatch.setattr(mr, "COMMAND", (*mr.COMMAND, "--agent", "scratch", "--evaluations", "2", "--epochs", "1",
+                                        "--eval-samples", "40", "--aa-samples", "10"))
+    row = mr.timed_run(neighbours=1)
+    assert row["condition"] == "beside 1 busy process(es)" and row["networks"] == "rcnas, uniform"
+    assert row["wall_minutes"] * 60 > row["teacher_s"] > 0 and row["search_s"] > 0
+    assert row["train_s (sum)"] > 0 and row["eval_s (sum)"] > 0
+    assert not multiprocessing.active_children()

@@ -355,3 +355,19 @@ def test_guard_off_or_slow_recipe_never_trips(digits: Splits, monkeypatch: pytes
     peak = max(r["eval/val_robust"] for r in res.history[:2])
     assert guard_trips(peak, 0.0, res.history[2]["eval/val_clean"])  # the same collapse would trip it...
     assert not res.guard_tripped and all("guard/tripped" not in r for r in res.history)  # ...were it on
+
+
+def test_a_standard_training_reports_no_robust_accuracy_as_null_in_strict_json(tmp_path, capsys) -> None:
+    """`rcnas train --recipe standard --json` has no robust accuracy: null, never a bare NaN that most
+    JSON parsers refuse, on stdout and in model.json alike."""
+    import json
+
+    from rcnas.cli import main
+    from rcnas.io import json_safe
+    assert json_safe({"a": [1.0, math.nan, {"b": math.inf}], "c": "x"}) == {"a": [1.0, None, {"b": None}], "c": "x"}
+    assert main(["train", "--dataset", "digits", "--depths", "1", "1", "1", "--widths", "0.5", "0.5", "0.5",
+                 "--recipe", "standard", "--epochs", "1", "--out", str(tmp_path / "m"), "--json"]) == 0
+    strict = lambda text: json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    out = strict(capsys.readouterr().out)
+    assert out["val_robust"] is None and 0 <= out["val_clean"] <= 1
+    assert strict((tmp_path / "m" / "model.json").read_text())["training"]["val_robust"] is None

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import json
 import time
 from dataclasses import replace
@@ -68,7 +70,8 @@ def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str =
     train_split = splits.train if train_samples is None else splits.train.subset(train_samples, seed=seed)
     result = fit(model, train_split, splits.val, cfg, info=info, out_dir=out / "checkpoints", progress=progress)
     save_model_dir(model.cpu(), out, dataset=dataset, training=to_dict(cfg) | {
-        "best_epoch": result.best_epoch, "val_clean": result.val_clean, "val_robust": result.val_robust,
+        "best_epoch": result.best_epoch, "val_clean": result.val_clean,
+        "val_robust": result.val_robust if math.isfinite(result.val_robust) else None,  # standard training: none
         "guard_tripped": result.guard_tripped, "seconds": result.seconds, "train_samples": len(train_split)})
     write_json(out / "history.json", result.history)
     return model, result

@@ -31,7 +31,8 @@ def _arch_from_args(args: argparse.Namespace):
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(obj))
+        from rcnas.io import json_safe
+        print(json.dumps(json_safe(obj), allow_nan=False))
     else:
         print(text)
 
@@ -161,10 +162,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     base = from_dict(RunConfig, read_yaml(args.config) or {}, where=args.config) if args.config else RunConfig()
     flags = {"dataset": args.dataset, "seed": args.seed, "final_epochs": args.epochs, "budget": args.budget,
              "attack": args.attack, "evaluations": args.evaluations, "eval_samples": args.eval_samples,
-             "agent": args.agent, "device": None if args.device == "auto" else args.device}
+             "agent": args.agent, "device": None if args.device == "auto" else args.device, "jobs": args.jobs}
     cfg = replace(base, **{k: v for k, v in flags.items() if v is not None})  # flags given override the file
     if args.aa_samples is not None:
         cfg = replace(cfg, aa_samples=args.aa_samples or None)  # 0: the whole test split
+    if args.no_teacher_at:
+        cfg = replace(cfg, teacher_at=False)
     summary = run_pipeline(cfg, out=args.out, data_dir=args.data_dir)
     _emit(args, summary, _run_table(summary) + f"\nfull report: {Path(args.out) / 'report.md'}")
 
@@ -194,7 +197,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from rcnas.bench import run_bench
     path = run_bench(args.which, out=args.out, seeds=args.seeds, quick=args.quick, config=args.config,
                      jobs=args.jobs, summarize_only=args.summarize_only, data_dir=args.data_dir,
-                     device=args.device, scale=args.scale, agent=args.agent, table=args.table)
+                     device=args.device, scale=args.scale, agent=args.agent, table=args.table,
+                     neighbours=args.neighbours)
     print(f"wrote {path}")
 
 
@@ -316,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, help="final adversarial-training epochs")
     sp.add_argument("--evaluations", type=int, help="candidate evaluations of the fine-tuning search")
     sp.add_argument("--eval-samples", type=int, help="evaluate on a stratified subset of the test split (default: all)")
+    sp.add_argument("--jobs", type=int, help="networks trained and evaluated at once, one process and one thread "
+                                             "each (default: one per CPU core; 1 on a GPU)")
+    sp.add_argument("--no-teacher-at", action="store_true",
+                    help="do not adversarially train the whole teacher as a reference (its longest job on a CPU)")
     common(sp)
     sp.set_defaults(fn=cmd_run)
 
@@ -330,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quick", action="store_true", help="tiny settings, to check the harness")
     sp.add_argument("--config", help="comparison: a ComparisonConfig YAML (configs/comparison-*.yaml)")
     sp.add_argument("--jobs", type=int, help="comparison: runs at once, in separate processes; build-table: worker processes")
+    sp.add_argument("--neighbours", type=int, help="make-run: also time it beside this many busy processes")
     sp.add_argument("--table", nargs="+", help="build-table: the tables to build (default: all; names as "
                     "DATASET_TEACHER_epsEPS, e.g. digits_wrn-16-1_eps0.15)")
     sp.add_argument("--summarize-only", action="store_true", help="comparison: only summarize finished runs")

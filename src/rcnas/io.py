@@ -2,6 +2,8 @@
 half-written file, and two commands never write the same directory at once."""
 from __future__ import annotations
 
+import math
+
 import functools
 import inspect
 import json
@@ -132,6 +134,18 @@ def _umask() -> int:
 
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: strict JSON, which most parsers need
+    (Python's json writes a bare NaN that JavaScript's, jq's and Go's refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rcnas.config import load_yaml, save_yaml, to_dict
-from rcnas.errors import BadInput
+from rcnas.errors import BadInput, RunFailure
 from rcnas.io import exclusive_out, read_json, write_json
 from rcnas.tasks import Task
 
@@ -49,11 +49,40 @@ class RunConfig:
     aa_samples: int | None = 100     # [choice] AutoAttack on a stratified 100-image subset: on CPU it
                                      # costs seconds per robust image; None: the whole test split
     baselines: tuple[str, ...] = ("uniform",)
+    teacher_at: bool = True          # also adversarially train and evaluate the whole teacher (over the budget:
+                                     # a reference, not a competitor); on a CPU it is the longest job of a run
     device: str = "auto"             # every stage: teacher, search proxy, final training, evaluation
     final_batch_size: int = 64
     final_lr: float = 0.05
     final_train_samples: int | None = None  # None: the whole train split; n: a stratified subset (CPU)
     final_bf16: bool = False         # bf16 autocast (training forward only) + channels_last; attacks stay fp32
+    jobs: int | None = None          # networks trained and evaluated at once, each in its own process on
+                                     # one thread; None: on a CPU one per core (small networks gain nothing
+                                     # from intra-op threads), on a GPU 1
+
+    def __post_init__(self) -> None:
+        """Every number and name is checked here, before a teacher is trained or a search started."""
+        from rcnas.search.searchers import SEARCHERS
+        from rcnas.train.config import RECIPE_NAMES
+        counts = {"evaluations": 100_000, "proxy_epochs": 10_000, "teacher_epochs": 10_000, "final_epochs": 10_000,
+                  "final_attack_steps": 10_000, "eval_samples": 10**9, "aa_samples": 10**9,
+                  "final_batch_size": 1_000_000, "final_train_samples": 10**9, "jobs": 1024}
+        for name, most in counts.items():
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most):
+                raise BadInput(f"run config {name} must be an integer in 1..{most}, got {v!r}")
+        if not isinstance(self.teacher_at, bool):
+            raise BadInput(f"run config teacher_at must be true or false, got {self.teacher_at!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
+            raise BadInput(f"run config seed must be an integer in 0..2^31-1, got {self.seed!r}")
+        if not isinstance(self.final_lr, (int, float)) or not 0 < self.final_lr < 100:
+            raise BadInput(f"run config final_lr must be in (0, 100), got {self.final_lr!r}")
+        if self.final_recipe not in RECIPE_NAMES:
+            raise BadInput(f"run config final_recipe {self.final_recipe!r} is unknown; use one of {', '.join(RECIPE_NAMES)}")
+        for name in self.baselines:
+            if name not in SEARCHERS or name in ("rcnas", "transferred"):  # transferred needs tables
+                known = ", ".join(n for n in SEARCHERS.names() if n not in ("rcnas", "transferred"))
+                raise BadInput(f"run config baseline {name!r} is unknown; use some of {known}")
 
 
 def _final_epochs(cfg: RunConfig) -> int:
@@ -70,7 +99,7 @@ def _machine(device: str) -> dict[str, Any]:
 
 
 # what a resumed run may change: its finished trainings stay valid (a changed evaluation is redone on them)
-MAY_CHANGE_ON_RESUME = ("baselines", "device", "eval_samples", "aa_samples")
+MAY_CHANGE_ON_RESUME = ("baselines", "teacher_at", "device", "eval_samples", "aa_samples", "jobs")
 
 
 def changed_settings(old: RunConfig, new: RunConfig,
@@ -152,6 +181,63 @@ def _train_and_evaluate(api, cfg: RunConfig, name: str, arch, mdir: Path, init, 
                         name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples).to_dict()
 
 
+def _final_jobs(cfg: RunConfig, device: str, networks: int) -> int:
+    import os
+    if cfg.jobs is not None:
+        return max(1, min(cfg.jobs, networks))
+    return 1 if device != "cpu" else max(1, min(networks, os.cpu_count() or 1))
+
+
+def _worker_init(parent: int) -> None:
+    import torch
+
+    from rcnas.workers import exit_with_parent
+    exit_with_parent(parent)
+    torch.set_num_threads(1)
+
+
+def _final_one(cfg: RunConfig, name: str, arch, mdir: Path, init, device: str, data_dir: str | None,
+               progress: bool) -> dict[str, Any]:
+    from rcnas import api
+    return _train_and_evaluate(api, cfg, name, arch, mdir, init, device, data_dir, progress)
+
+
+def _final_stage(cfg: RunConfig, todo: dict[str, tuple], device: str, data_dir: str | None,
+                 progress: bool) -> dict[str, dict[str, Any]]:
+    """Train and evaluate the networks in `todo` ({name: (arch, model dir, initial weights)}): one after
+    the other with the progress of each, or in worker processes (one thread each) with a bar over
+    networks. A failed network fails the run after the others finished (a rerun resumes it)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+    jobs = _final_jobs(cfg, device, len(todo))
+    if jobs <= 1:
+        return {name: _final_one(cfg, name, *job, device, data_dir, progress) for name, job in todo.items()}
+    cards, failed = {}, []  # failed: (name, exception)
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool, \
+            tqdm(total=len(todo), desc=f"train+evaluate ({jobs} processes)", disable=not progress) as bar:
+        futures = {pool.submit(_final_one, cfg, name, *job, device, data_dir, False): name
+                   for name, job in todo.items()}
+        for f in as_completed(futures):
+            name = futures[f]
+            if f.exception() is not None:
+                failed.append((name, f.exception()))
+            else:
+                cards[name] = f.result()
+                bar.set_postfix_str(f"{name} done")
+            bar.update(1)
+    if failed:
+        name, error = failed[0]
+        if isinstance(error, BadInput):
+            raise error
+        raise RunFailure(f"{len(failed)} of {len(todo)} networks failed (rerun to resume them); first: "
+                         f"{name}: {type(error).__name__}: {error}") from error
+    return cards
+
+
 @exclusive_out
 def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str | None = None,
                  progress: bool = True) -> dict[str, Any]:
@@ -191,7 +277,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
     # the baselines at the same budget: each heuristic rule proposes one network
     ev = api.make_evaluator("train", proxy, data_dir, device)
     ctx = SearchContext(resolved, ev.space(resolved), ev, Store(out / "search" / "store.sqlite"), seed=cfg.seed)
-    models = {"rcnas": result.best.arch, "teacher-at": resolved.teacher_arch}
+    models = {"rcnas": result.best.arch} | ({"teacher-at": resolved.teacher_arch} if cfg.teacher_at else {})
     for name in cfg.baselines:
         if name in ("random", "evolution", "tpe"):  # search baselines: same evaluations, same store
             res = api.search(task, searcher=name, evaluations=evaluations, proxy=proxy, seed=cfg.seed,
@@ -202,14 +288,13 @@ def run_pipeline(cfg: RunConfig, out: str | Path = "runs/default", data_dir: str
         else:  # heuristic rules: one network each
             models[name] = make_searcher(name, ctx, cfg.seed).ask()
 
-    cards: dict[str, Any] = {}
     n_test = len(load_dataset(cfg.dataset, data_dir).test)
-    for name, arch in models.items():
-        mdir = out / "models" / name
-        card = _finished_card(mdir, arch, cfg, n_test)
-        if card is None:
-            card = _train_and_evaluate(api, cfg, name, arch, mdir, inherit(teacher, arch), device, data_dir, progress)
-        cards[name] = card
+    cards = {name: _finished_card(out / "models" / name, arch, cfg, n_test) for name, arch in models.items()}
+    todo = {name: (arch, out / "models" / name, inherit(teacher, arch))
+            for name, arch in models.items() if cards[name] is None}
+    cards |= _final_stage(cfg, todo, device, data_dir, progress)
+    for name in models:
+        card = cards[name]
         timings[f"train/{name}"] = card["training"].get("seconds")  # None: a card older than this field
         timings[f"eval/{name}"] = sum(card.get("eval_seconds", {}).values()) or None
 

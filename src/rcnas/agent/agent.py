@@ -53,6 +53,8 @@ class AgentConfig:
     prior_trust: float = 0.5
     linear: float = 0.7              # the linear share of its kernel's variance
     rank_loss: float = 0.0           # weight of the auxiliary pairwise ranking loss on what each search evaluated
+    shift: float = 2.0               # meta-training on the tables: size of the random task shift (rcnas.agent.meta)
+    shift_share: float = 0.5         # ... and the share of updates whose task setting is shifted
 
     def __post_init__(self) -> None:
         for name in ("hidden", "searches_per_update", "evaluations", "pool"):
@@ -65,7 +67,9 @@ class AgentConfig:
                 raise BadInput(f"agent {name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.linear <= 1:
             raise BadInput(f"agent linear must be in [0, 1], got {self.linear}")
-        for name in ("entropy", "kappa", "prior_trust", "rank_loss"):
+        if not 0 <= self.shift_share <= 1:
+            raise BadInput(f"agent shift_share must be in [0, 1], got {self.shift_share}")
+        for name in ("entropy", "kappa", "prior_trust", "rank_loss", "shift"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise BadInput(f"agent {name} must be >= 0, got {getattr(self, name)}")
 

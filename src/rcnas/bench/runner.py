@@ -1,4 +1,5 @@
-"""The benchmark registry; filled by rcnas.bench.suites and rcnas.bench.comparison."""
+"""The benchmark registry; filled by rcnas.bench.suites, rcnas.bench.tabular, rcnas.bench.comparison,
+rcnas.bench.make_run and rcnas.bench.results_page."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +13,8 @@ def run_bench(which: str, out: str = "bench/results", seeds: int | None = None, 
               **options: Any):
     """Run benchmark `which`; `options` are that benchmark's own (None values are dropped)."""
     import rcnas.bench.comparison
+    import rcnas.bench.make_run
+    import rcnas.bench.results_page
     import rcnas.bench.suites
     import rcnas.bench.tabular  # noqa: F401
     if which == "build-table":
