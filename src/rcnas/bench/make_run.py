@@ -30,6 +30,7 @@ def _spin(stop) -> None:
 
 def timed_run(neighbours: int = 0) -> dict:
     """Wall time and the stages' timings of one fresh `rcnas run` beside `neighbours` busy processes."""
+    load = os.getloadavg()[0]  # other work already running: an "idle" row is only idle if this is ~0
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     spinners = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(neighbours)]
@@ -54,7 +55,8 @@ def timed_run(neighbours: int = 0) -> dict:
     return {"condition": "idle" if neighbours == 0 else f"beside {neighbours} busy process(es)",
             "wall_minutes": round(wall / 60, 2), "teacher_s": round(timings["teacher"], 1),
             "search_s": stage("search/"), "train_s (sum)": stage("train/"), "eval_s (sum)": stage("eval/"),
-            "networks": ", ".join(summary["models"]), "final_processes": summary["config"].get("jobs") or "auto"}
+            "networks": ", ".join(summary["models"]), "final_processes": summary["config"].get("jobs") or "auto",
+            "load_before": round(load, 2)}
 
 
 @BENCHES.register("make-run")

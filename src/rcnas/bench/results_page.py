@@ -70,6 +70,11 @@ KNOWN: dict[str, BenchInfo] = {
         "The same comparison on MNIST-5k (teacher wrn-16-1, PGD-7 for 10 epochs on the whole train split), "
         "evaluated on the whole 1,667-image test split.",
         "rcnas bench comparison --config configs/comparison-mnist5k-cpu.yaml"),
+    "make-run": BenchInfo(
+        "`make run` from a fresh cache",
+        "Wall time of the Makefile's run command in a new process with an empty teacher cache, idle and "
+        "beside busy processes, with each stage's own time.",
+        "rcnas bench make-run --neighbours 1"),
     "fidelity": BenchInfo(
         "Proxy fidelity",
         "Rank correlation of the search proxy (the table's score) with full final training and PGD-20 on "
