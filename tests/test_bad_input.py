@@ -38,6 +38,15 @@ def _model_json(**changes) -> str:
     return json.dumps(meta)
 
 
+def _digits_model(tmp: Path) -> str:
+    """A real (untrained) 8x8 digits model directory."""
+    from rcnas.artifacts import save_model_dir
+    from rcnas.models import build_model
+    from rcnas.space.arch import Arch
+    model = build_model(Arch.from_widths([1, 1, 1], [0.5, 0.5, 0.5]), 10, 1, [0.3], [0.4])
+    return str(save_model_dir(model, tmp / "digits-model", dataset="digits", input_size=8))
+
+
 def _model_dir(tmp: Path, meta: str | None = None, weights: bytes | None = None) -> str:
     d = tmp / "m"
     _write(d / "model.json", meta if meta is not None else _model_json())
@@ -223,7 +232,18 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
                                         "--attacks", "clean"], "corrupt"),
     ("eval-missing-weights", lambda t: ["eval", _model_dir(t), "--attacks", "clean"], "not found"),
     ("eval-model-json-wrong-format", lambda t: ["eval", _model_dir(t, _model_json(format=7))], "format"),
-    ("eval-model-json-list", lambda t: ["eval", _model_dir(t, "[1, 2, 3]")], "model description"),
+    ("eval-digits-model-on-28x28", lambda t: ["eval", _digits_model(t), "--dataset", "mnist5k"],
+     "trained on 8x8 images"),
+    ("eval-model-json-list", lambda t: ["eval", _model_dir(t, "[1, 2, 3]")], "expected a mapping"),
+    ("eval-model-json-no-classes", lambda t: ["eval", _model_dir(t, json.dumps(
+        {k: v for k, v in json.loads(_model_json()).items() if k != "num_classes"}))], "missing required key 'num_classes'"),
+    ("eval-model-json-classes-text", lambda t: ["eval", _model_dir(t, _model_json(num_classes="ten"))],
+     "num_classes: expected an integer"),
+    ("eval-model-json-training-text", lambda t: ["eval", _model_dir(t, _model_json(training="hello"))],
+     "training: expected a mapping"),
+    ("eval-model-json-std-zero", lambda t: ["eval", _model_dir(t, _model_json(std=[0.0]))], "std must be > 0"),
+    ("eval-model-json-mean-length", lambda t: ["eval", _model_dir(t, _model_json(mean=[0.1, 0.2]))],
+     "mean must be 1 finite numbers"),
     ("eval-model-json-not-json", lambda t: ["eval", _model_dir(t, "{format: 1")], "not valid JSON"),
     ("eval-model-json-bad-arch", lambda t: ["eval", _model_dir(t, _model_json(arch={"depths": [1, 1, 1]}))],
      "widths"),
@@ -262,6 +282,28 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     # --- counts
     ("evaluations-zero", lambda t: SEARCH[:5] + ["--evaluations", "0", "--dataset", "digits", "--out", str(t / "o")],
      "evaluations"),
+    # --- sizes and numbers without bounds: refused before anything is allocated or looped over
+    ("depth-huge", lambda t: ["cost", "--depths", "1000000000000000", "1", "1", "--widths", "1", "1", "1"],
+     "at most 1000 blocks"),
+    ("width-1e300", lambda t: ["cost", "--depths", "1", "1", "1", "--widths", "1e300", "1", "1"],
+     "digits)"),
+    ("input-size-huge", lambda t: ["cost", "--teacher", "wrn-16-1", "--input-size", "100000000"], "1..100000"),
+    ("seed-2-to-64", lambda t: SEARCH + ["--dataset", "digits", "--seed", "18446744073709551616",
+                                         "--out", str(t / "o")], "--seed must be in 0..2147483647"),
+    ("device-mps", lambda t: ["eval", str(t / "m"), "--device", "mps"], "unknown device 'mps'"),
+    ("device-cuda-x", lambda t: SEARCH + ["--dataset", "digits", "--device", "cuda:x", "--out", str(t / "o")],
+     "unknown device"),
+    # --- YAML that would hang or exhaust memory if built, and values too long to print
+    ("yaml-alias-bomb", lambda t: SEARCH + ["--task", str(_write(t / "t.yaml", "eps: [&a [x,x,x,x,x,x,x,x,x]" + "".join(
+        f", &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(7)) + "]\n")),
+        "--out", str(t / "o")], "expands to more than 1,000,000 values"),
+    ("yaml-deep", lambda t: SEARCH + ["--task", str(_write(t / "t.yaml", "[" * 50_000 + "]" * 50_000)),
+                                      "--out", str(t / "o")], "nests more than 64 levels"),
+    ("yaml-int-5000-digits", lambda t: SEARCH + ["--task", str(_write(t / "t.yaml", "eps: " + "9" * 5000 + "\n")),
+                                                 "--out", str(t / "o")], "number too long"),
+    ("yaml-value-5000-chars", lambda t: ["cost", "--arch", str(_write(
+        t / "a.yaml", "depths: [1, 1, 1]\nwidths: [1, 1, 1]\nblocks: [basic, basic, " + "x" * 5000 + "]\n"))],
+     "unknown block type"),
 ]
 
 
@@ -283,6 +325,7 @@ def test_bad_input_one_line_exit_2(make_argv, word, tmp_path, capsys, monkeypatc
     out, err = capsys.readouterr()
     _check_one_line(rc, err, word)
     assert out == ""
+    assert len(err) < 500  # whatever value the error quotes
 
 
 def test_case_count():
@@ -313,6 +356,9 @@ def test_real_process_exit_status_and_stderr(argv, word, tmp_path):
     assert p.stdout == ""
 
 
-def test_argparse_usage_error_exits_2(capsys):
-    assert main(["search", "--evaluations", "many"]) == 2
-    assert "Traceback" not in capsys.readouterr().err
+def test_argparse_usage_error_exits_2_in_one_line(capsys):
+    for argv, word in ((["search", "--evaluations", "many"], "invalid int value: 'many'"),
+                       (["bogus"], "invalid choice: 'bogus'")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and word in err and "--help" in err, err

@@ -66,3 +66,25 @@ def test_parse_macs_relative_and_bad() -> None:
         with pytest.raises(BadInput):
             parse_macs(bad)
     assert format_macs(13_400_000) == "13.4M"
+
+
+def test_the_first_commands_answer_without_loading_torch(tmp_path) -> None:
+    """`rcnas --help` and `rcnas cost` are what a newcomer types first: they must not pay torch's import
+    (seconds; tens of seconds on a busy laptop). A search's arch.yaml is read the same way."""
+    import subprocess
+    import sys
+    arch = tmp_path / "arch.yaml"
+    arch.write_text("depths: [1, 1, 1]\nwidths: [1, 1, 1]\nblocks: [basic, basic, basic]\n"
+                    "searched_for: {dataset: digits, input_size: 8, channels: 1, num_classes: 10}\n")
+    code = ("import sys, contextlib, io\n"
+            "from rcnas.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['cost', '--teacher', 'wrn-28-2']) == 0\n"
+            f"    assert main(['cost', '--arch', {str(arch)!r}]) == 0\n"
+            "    try:\n"
+            "        main(['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'matplotlib')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

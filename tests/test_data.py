@@ -213,6 +213,38 @@ def test_cifar100_fine_labels(tmp_path: Path) -> None:
     assert s.test.y.tolist() == [i % 100 for i in range(200)]
 
 
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+def test_cifar_batches_repacked_by_python3_load_at_every_protocol(tmp_path: Path, protocol: int) -> None:
+    """Python 3 writes bytes as `_codecs.encode(str, 'latin1')` at protocols 0-2 and arrays as
+    `_frombuffer` at 5; both only rebuild data, so a re-packaged batch loads like the official one."""
+    rng = np.random.default_rng(protocol)
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    datas = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        datas[name] = rng.integers(0, 256, (20, 3072), dtype=np.uint8)
+        batch = {b"batch_label": b"batch", b"labels": [i % 10 for i in range(20)], b"data": datas[name],
+                 b"filenames": [b"f.png"] * 20}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    if protocol <= 2:
+        assert b"_codecs" in (d / "test_batch").read_bytes()
+    s = load_dataset("cifar10", data_dir=tmp_path)
+    assert torch.equal(s.test.x, torch.from_numpy(datas["test_batch"].reshape(-1, 3, 32, 32)).float() / 255)
+    assert s.test.y.tolist() == [i % 10 for i in range(20)]
+
+
+def test_a_pickled_codec_call_other_than_latin1_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "batch"
+    # _codecs.encode("x", "zlib") would run a codec: a batch only ever needs latin1
+    path.write_bytes(b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01c_codecs\nencode\nq\x02X\x01\x00\x00\x00x"
+                     b"X\x04\x00\x00\x00zlib\x86R.")
+    with pytest.raises(BadInput, match=r"refusing to load .*batch: refused global _codecs.encode with encoding 'zlib'"):
+        loaders.read_cifar_batch(path)
+    good = tmp_path / "good"
+    good.write_bytes(pickle.dumps({"a": b"xy"}, protocol=2))
+    assert loaders.read_cifar_batch(good) == {"a": b"xy"}
+
+
 def test_crafted_pickle_is_refused_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
@@ -475,3 +507,18 @@ def test_iterate_batches_covers_each_sample_once(drop_last: bool) -> None:
     assert torch.equal(plain, torch.arange(103))
     with pytest.raises(ValueError, match="Generator"):
         next(iterate_batches(split, 10, shuffle=True))
+
+
+def test_teacher_list_of_a_built_in_dataset_needs_none_of_its_files(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Costs depend only on the input shape, which a built-in dataset fixes: no CIFAR files needed."""
+    import json
+
+    from rcnas.cli import main
+    from rcnas.cost import arch_cost
+    from rcnas.models import teacher_arch
+    monkeypatch.setenv("RCNAS_DATA", str(tmp_path))  # an empty data dir: cifar10 is not there
+    with pytest.raises(BadInput):
+        load_dataset("cifar10")
+    assert main(["teacher", "list", "--dataset", "cifar10", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["teachers"]}
+    assert rows["wrn-28-2"]["macs"] == arch_cost(teacher_arch("wrn-28-2"), 32, 3, 10).macs

@@ -11,7 +11,7 @@ from torch import nn
 
 from rcnas.attacks import CW, FGSM, PGD, AutoAttack, make_attack
 from rcnas.errors import BadInput
-from rcnas.evaluate import ModelCard, RobustnessResult, evaluate_robustness, measure_latency
+from rcnas.evaluate import ModelCard, RobustnessResult, evaluate_robustness, latency_method, measure_latency
 
 EPS = 0.15
 
@@ -183,6 +183,19 @@ def test_measure_latency(model):
     assert m.training
     with pytest.raises(BadInput, match="input_shape"):
         measure_latency(m, (1, 0, 8))
+    # the thread count is fixed for the measurement and given back afterwards
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    hook = m.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    try:
+        measure_latency(m, (1, 8, 8), repeats=3, warmup=1, threads=1)
+        assert seen == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+    assert latency_method(repeats=3, warmup=1, threads=1) == \
+        "median of 3 forward passes of batch 1 after 1 warm-up, 1 CPU thread"
 
 
 # --- model card ------------------------------------------------------------------------------------
@@ -233,3 +246,25 @@ def test_model_card_without_autoattack(model, data):
     assert card.aa_acc is None and card.pgd20_acc is None and card.worst_case_acc == r.worst_case
     assert "| PGD-20 | - |" in card.to_markdown()
     assert make_attack("fgsm", EPS).name in r.attacks
+    # an attack outside the fixed columns is still reported: in the card, its JSON and its markdown
+    assert card.other_acc == {"fgsm": r.attacks["fgsm"]}
+    assert f"| fgsm | {r.attacks['fgsm']:.2%} |" in card.to_markdown()
+
+
+def test_every_attack_the_evaluation_ran_is_in_the_card(full, tmp_path):
+    card = _card(full)
+    assert card.other_acc == {"fgsm": full.attacks["fgsm"]}  # pgd20/cw40/aa have their own fields
+    stored = json.loads(card.to_json(tmp_path / "card.json").read_text())
+    assert stored["other_acc"] == {"fgsm": full.attacks["fgsm"]}
+    (tmp_path / "bad.json").write_text(json.dumps(stored | {"other_acc": {"fgsm": 2.0}}))
+    with pytest.raises(BadInput, match=r"other_acc\['fgsm'\] must be a fraction"):
+        ModelCard.from_json(tmp_path / "bad.json")
+
+
+def test_autoattack_progress_moves_per_sub_attack(model, data, capsys):
+    """One AutoAttack batch takes minutes on a CPU: its bar counts the sub-attacks as they finish."""
+    r = evaluate_robustness(model, data.xte[:16], data.yte[:16], eps=EPS, attacks=("clean", "aa"), progress=True)
+    err = capsys.readouterr().err
+    assert "aa (16 images)" in err and "/4 " in err  # of APGD-CE, APGD-T, FAB-T, Square
+    assert "1/4" in err and "apgd-ce" in err  # it moved when the first one ended (later ones skip once none is left)
+    assert 0 <= r.attacks["aa"] <= r.clean

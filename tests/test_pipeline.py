@@ -126,8 +126,10 @@ def test_the_make_run_bench_times_a_fresh_run_beside_a_busy_neighbour(tmp_path, 
     import multiprocessing
 
     import rcnas.bench.make_run as mr
-    monkeypatch.setattr(mr, "COMMAND", (*mr.COMMAND, "--agent", "scratch", "--evaluations", "2", "--epochs", "1",
-                                        "--eval-samples", "40", "--aa-samples", "10"))
+    tiny = tmp_path / "tiny.yaml"  # the flags cannot shrink the teacher or the proxy: a config can
+    tiny.write_text("teacher: wrn-10-1\nteacher_epochs: 1\nproxy_epochs: 1\nfinal_train_samples: 200\n")
+    monkeypatch.setattr(mr, "COMMAND", (*mr.COMMAND, "--config", str(tiny), "--agent", "scratch", "--evaluations",
+                                        "2", "--epochs", "1", "--eval-samples", "40", "--aa-samples", "10"))
     row = mr.timed_run(neighbours=1)
     assert row["condition"] == "beside 1 busy process(es)" and row["networks"] == "rcnas, uniform"
     assert row["wall_minutes"] * 60 > row["teacher_s"] > 0 and row["search_s"] > 0

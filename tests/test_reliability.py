@@ -679,3 +679,45 @@ def test_no_unsafe_loader_in_the_sources():
             if safe is None or safe not in call:  # yaml.load & co, and bare pickle: never
                 problems.append(f"{path.relative_to(root)}: {call}")
     assert not problems, problems
+
+
+# ---------------------------------------------------------------- the teacher cache: one writer per entry
+
+def test_a_teacher_being_written_by_another_process_is_waited_for_and_loaded(tmp_path) -> None:
+    """While one process holds a teacher's cache entry, another asking for that teacher waits, then
+    loads what the first wrote instead of training (and writing) a second teacher beside it."""
+    import hashlib
+    cache = tmp_path / "cache"
+    holder = (
+        "import sys, time, torch\n"
+        "from dataclasses import replace\n"
+        "from rcnas.io import exclusive\n"
+        "from rcnas.models import build_model\n"
+        "from rcnas.space.teachers import teacher_arch\n"
+        "from rcnas.teacher import DEFAULT_TEACHER_TRAINING, teacher_dir\n"
+        "from rcnas.train.checkpoint import save_weights\n"
+        "from pathlib import Path\n"
+        f"out = teacher_dir('digits', 'wrn-10-1', replace(DEFAULT_TEACHER_TRAINING, epochs=1), Path({str(cache)!r}))\n"
+        "with exclusive(out):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(4)\n"
+        "    torch.manual_seed(123)\n"
+        "    save_weights(build_model(teacher_arch('wrn-10-1'), 10, 1, [0.3], [0.4]), out / 'teacher.safetensors')\n")
+    asker = (
+        "import hashlib\n"
+        "from pathlib import Path\n"
+        "from rcnas.teacher import get_teacher\n"
+        f"m = get_teacher('digits', 'wrn-10-1', epochs=1, cache=Path({str(cache)!r}), progress=False, device='cpu')\n"
+        "print(hashlib.sha256(b''.join(t.detach().numpy().tobytes() for t in m.state_dict().values())).hexdigest())\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True, env=env)
+    assert first.stdout.readline().strip() == "held"
+    second = subprocess.run([sys.executable, "-c", asker], capture_output=True, text=True, env=env, timeout=300,
+                            check=False)
+    assert first.wait(timeout=60) == 0 and second.returncode == 0, second.stderr
+    from rcnas.models import build_model
+    from rcnas.space.teachers import teacher_arch
+    torch.manual_seed(123)
+    written = build_model(teacher_arch("wrn-10-1"), 10, 1, [0.3], [0.4])
+    digest = hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in written.state_dict().values())).hexdigest()
+    assert second.stdout.strip().splitlines()[-1] == digest  # the first process's teacher, loaded, not trained

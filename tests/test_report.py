@@ -181,6 +181,19 @@ def test_empty_or_missing_dir_is_bad_input(tmp_path):
         write_report(tmp_path)
 
 
+def test_a_search_out_folder_is_reported_too(tmp_path):
+    """`rcnas search --out DIR` keeps search.json and trials.jsonl at DIR's top, not under search/."""
+    root = tmp_path / "s1"
+    root.mkdir()
+    (root / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _trials()))
+    (root / "search.json").write_text(json.dumps(SEARCH))
+    text = write_report(root).read_text()
+    assert text.startswith("# RC-NAS search report: s1")
+    assert "## Task" in text and "## Search" in text and "## Results" not in text
+    assert "6.71M MACs" in text  # the budget, read from the search's own search.json
+    assert_png(root / "reward_curve.png")
+
+
 def test_partial_and_broken_run_dirs_do_not_crash(tmp_path):
     only_trials = tmp_path / "a"
     (only_trials / "search").mkdir(parents=True)

@@ -159,3 +159,73 @@ def test_toy_evaluator_counts_calls() -> None:
     assert ev.calls == 1
 
 
+
+
+def test_search_flags_override_the_task_file_and_the_trial_log_survives_a_resume(tmp_path, capsys) -> None:
+    import json
+    from rcnas.cli import main
+    task = tmp_path / "task.yaml"
+    task.write_text("dataset: digits\nattack: pgd\nbudget: 0.5x\n")
+    out = tmp_path / "s"
+    argv = ["search", "--task", str(task), "--budget", "0.3x", "--attack", "fgsm", "--evaluator", "toy",
+            "--searcher", "random", "--evaluations", "5", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["task"]["attack"], summary["task"]["budget"]) == ("fgsm", "0.3x")  # the flags, not the file
+    assert summary["task"]["dataset"] == "digits"  # what no flag named still comes from the file
+    first = (out / "trials.jsonl").read_text().splitlines()
+    assert [json.loads(line)["trial"] for line in first] == list(range(5))
+    assert main(argv[:-4] + ["8", "--out", str(out)]) == 0  # resumed with more evaluations: replayed, not repeated
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert [r["trial"] for r in rows] == list(range(8)) and (out / "trials.jsonl").read_text().startswith(first[0])
+
+
+def test_resolve_says_in_one_line_what_it_assumed(tmp_path, caplog) -> None:
+    """Own data gets an eps it never asked for, and a budget above the teacher constrains nothing:
+    both are said once, in one line; a built-in dataset inside the budget says nothing."""
+    import logging
+
+    import numpy as np
+
+    from rcnas import tasks
+    tasks._say_once.cache_clear()
+    path = tmp_path / "mine.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8), y=np.arange(60) % 3)
+    with caplog.at_level(logging.WARNING, logger="rcnas.tasks"):
+        resolve(Task("digits"))
+        assert not caplog.records
+        for _ in range(2):
+            resolve(Task(str(path)))
+            resolve(Task("digits", budget="2x"))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all("\n" not in m for m in said)
+    assert "no eps given, assuming 0.03137 (8/255)" in said[0] and "give --eps" in said[0]
+    assert "above the teacher" in said[1] and "constrains nothing" in said[1]
+
+
+def test_a_candidate_at_chance_is_flagged(monkeypatch, caplog) -> None:
+    """A shrunken proxy can leave a network predicting one class; its robust scores then rank nothing."""
+    import dataclasses
+    import logging
+
+    import torch
+
+    import rcnas.evaluate
+    from rcnas.search.evaluator import ProxyConfig, TrainEvaluator, at_chance
+    balanced = torch.arange(400) % 10  # chance 10%, two standard errors 3 points
+    assert at_chance(0.10, balanced) and at_chance(0.12, balanced) and not at_chance(0.14, balanced)
+    skewed = torch.tensor([0] * 300 + [1] * 100)
+    assert at_chance(0.75, skewed) and not at_chance(0.90, skewed)  # always "0" already scores 75%
+
+    real = rcnas.evaluate.evaluate_robustness
+    monkeypatch.setattr(rcnas.evaluate, "evaluate_robustness",
+                        lambda *a, **k: dataclasses.replace(real(*a, **k), clean=0.1))
+    tiny = ProxyConfig(teacher_epochs=1, train_samples=64, epochs=1, batch_size=32, val_samples=40,
+                       val_steps=2, attack_steps=1)
+    task = resolve(Task("digits", teacher="wrn-10-1"))
+    arch = Arch.from_widths([1, 1, 1], [0.5, 0.5, 0.5], ["basic"] * 3)
+    with caplog.at_level(logging.WARNING, logger="rcnas.search.evaluator"):
+        record = TrainEvaluator(tiny).evaluate(task, arch, seed=0)
+    assert record.metrics["clean"] == 0.1
+    assert any("10.0% clean after the proxy training, which is chance" in r.getMessage() for r in caplog.records)

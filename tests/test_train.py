@@ -371,3 +371,34 @@ def test_a_standard_training_reports_no_robust_accuracy_as_null_in_strict_json(t
     out = strict(capsys.readouterr().out)
     assert out["val_robust"] is None and 0 <= out["val_clean"] <= 1
     assert strict((tmp_path / "m" / "model.json").read_text())["training"]["val_robust"] is None
+
+
+def test_train_of_a_searched_architecture_starts_from_its_teacher_and_cost_reads_its_input(tmp_path, capsys) -> None:
+    """A search's arch.yaml records the task setting it was found for: `rcnas train` then starts from that
+    teacher's weights (as `rcnas run` does) unless --from-scratch, and `rcnas cost` counts at its input."""
+    import json
+
+    from rcnas.api import train_teacher
+    from rcnas.cli import main
+    from rcnas.io import read_yaml, write_yaml
+    from rcnas.space.arch import Arch
+    arch = Arch.from_widths([1, 1, 1], [0.5, 0.5, 0.5], ["basic"] * 3)
+    found = {"dataset": "digits", "input_size": 8, "channels": 1, "num_classes": 10, "teacher": "wrn-16-1",
+             "teacher_epochs": 1, "eps": 0.15, "attack": "pgd", "budget_macs": 10**6}
+    path = write_yaml(tmp_path / "arch.yaml", arch.to_dict() | {"searched_for": found})
+    assert read_yaml(path)["searched_for"] == found
+
+    assert main(["cost", "--arch", str(path), "--json"]) == 0
+    at_digits = json.loads(capsys.readouterr().out)
+    assert main(["cost", "--depths", "1", "1", "1", "--widths", "0.5", "0.5", "0.5", "--input-size", "8",
+                 "--channels", "1", "--json"]) == 0
+    assert at_digits == json.loads(capsys.readouterr().out)  # 8x8x1, not the 32x32x3 default
+
+    common = ["train", "--arch", str(path), "--recipe", "standard", "--epochs", "1", "--train-samples", "100",
+              "--json"]
+    for flag, out, init in (([], "inherited", "teacher wrn-16-1"), (["--from-scratch"], "scratch", "scratch")):
+        assert main(common + flag + ["--out", str(tmp_path / out)]) == 0
+        capsys.readouterr()
+        assert json.loads((tmp_path / out / "model.json").read_text())["training"]["init"] == init
+    # the teacher it started from is the one the record names, trained as recorded (1 epoch) and now cached
+    train_teacher("digits", "wrn-16-1", epochs=1, cached_only="the inheriting train above should have cached it")

@@ -11,6 +11,7 @@ import math
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,29 +19,21 @@ from typing import Any
 
 import rcnas.agent  # noqa: F401  (registers the `rcnas` searcher)
 from rcnas.config import save_yaml, to_dict
-from rcnas.cost import Cost, arch_cost
+from rcnas.cost import arch_cost, cost
 from rcnas.errors import BadInput
 from rcnas.io import exclusive_out, write_json, write_text, write_yaml
 from rcnas.search.evaluator import EVALUATORS, Evaluator, ProxyConfig, TrainEvaluator
-from rcnas.space.arch import Arch
+from rcnas.space.arch import SEARCHED_FOR, Arch, searched_for
 from rcnas.tasks import Buffers, Task, resolve
 
 PRETRAINED = Path(__file__).parent / "assets" / "agent-digits"
-
-
-def cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classes: int = 10) -> Cost:
-    """Exact MACs (one image) and parameters."""
-    for name, v in (("input size", input_size), ("channels", in_channels), ("classes", num_classes)):
-        if v < 1:
-            raise BadInput(f"{name} must be >= 1, got {v}")
-    return arch_cost(arch, input_size, in_channels, num_classes)
 
 
 def train_teacher(dataset: str = "digits", teacher: str | None = None, *, epochs: int | None = None,
                   data_dir: str | None = None, seed: int = 0, cache: str | Path | None = None,
                   device: str = "auto", progress: bool = True, cached_only: str | None = None):
     """The standard (non-robust) teacher, trained once and cached (`cached_only`: see get_teacher)."""
-    from rcnas.models import default_teacher
+    from rcnas.space.teachers import default_teacher
     from rcnas.teacher import get_teacher
     return get_teacher(dataset, teacher or default_teacher(dataset), data_dir=data_dir, epochs=epochs,
                        seed=seed, cache=Path(cache) if cache else None, device=device, progress=progress,
@@ -50,12 +43,17 @@ def train_teacher(dataset: str = "digits", teacher: str | None = None, *, epochs
 @exclusive_out
 def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str = "trades",
           epochs: int = 20, eps: float | None = None, seed: int = 0, data_dir: str | None = None,
-          device: str = "auto", progress: bool = True, init=None, train_samples: int | None = None,
-          **overrides: Any):
+          device: str = "auto", progress: bool = True, init=None, teacher: str | None = None,
+          teacher_epochs: int | None = None, train_samples: int | None = None,
+          on_epoch: Callable[[dict], None] | None = None, **overrides: Any):
     """Final adversarial training of `arch` (resumable: rerun to continue). Writes a model dir.
 
-    `init` may be a model to start from (e.g. inherited from the teacher); default: from scratch.
+    Starts from `teacher`'s weights, inherited into `arch` (the cached standard teacher of
+    `dataset`, trained first if missing) as `rcnas run` does, or from the model `init`; with
+    neither, from scratch. `on_epoch(row)` gets each epoch's history row as it ends.
     """
+    if init is not None and teacher is not None:
+        raise BadInput("give train either init (a model) or teacher (a name), not both")
     from rcnas.artifacts import save_model_dir
     from rcnas.data import load_dataset
     from rcnas.models import build_model
@@ -66,13 +64,19 @@ def train(arch: Arch, dataset: str = "digits", *, out: str | Path, recipe: str =
     info = splits.info
     cfg = TrainConfig(recipe=recipe, epochs=epochs, eps=eps, seed=seed, device=device, **overrides)
     seed_everything(seed)
+    if teacher is not None:
+        from rcnas.models import inherit
+        init = inherit(train_teacher(dataset, teacher, epochs=teacher_epochs, data_dir=data_dir,
+                                     device=device, progress=progress), arch)
     model = init if init is not None else build_model(arch, info.num_classes, info.channels, info.mean, info.std)
     train_split = splits.train if train_samples is None else splits.train.subset(train_samples, seed=seed)
-    result = fit(model, train_split, splits.val, cfg, info=info, out_dir=out / "checkpoints", progress=progress)
-    save_model_dir(model.cpu(), out, dataset=dataset, training=to_dict(cfg) | {
+    result = fit(model, train_split, splits.val, cfg, info=info, out_dir=out / "checkpoints", progress=progress,
+                 log=on_epoch)
+    save_model_dir(model.cpu(), out, dataset=dataset, input_size=info.input_size, training=to_dict(cfg) | {
         "best_epoch": result.best_epoch, "val_clean": result.val_clean,
         "val_robust": result.val_robust if math.isfinite(result.val_robust) else None,  # standard training: none
-        "guard_tripped": result.guard_tripped, "seconds": result.seconds, "train_samples": len(train_split)})
+        "guard_tripped": result.guard_tripped, "seconds": result.seconds, "train_samples": len(train_split),
+        "init": f"teacher {teacher}" if teacher else ("a given model" if init is not None else "scratch")})
     write_json(out / "history.json", result.history)
     return model, result
 
@@ -89,15 +93,19 @@ def evaluate(model_dir: str | Path, dataset: str | None = None, *, attacks: tupl
     from rcnas.artifacts import load_model_dir
     from rcnas.data import load_dataset
     from rcnas.device import resolve_device
-    from rcnas.evaluate import ModelCard, evaluate_robustness, measure_latency
+    from rcnas.evaluate import ModelCard, evaluate_robustness, latency_method, measure_latency
     model_dir = Path(model_dir)
     model, meta = load_model_dir(model_dir)
     dataset = dataset or meta.get("dataset", "digits")
     splits = load_dataset(dataset, data_dir)
     info = splits.info
-    if (info.num_classes, info.channels) != (model.num_classes, model.in_channels):
-        raise BadInput(f"{model_dir} was trained for {model.num_classes} classes x {model.in_channels} channels, "
-                       f"but {dataset} has {info.num_classes} x {info.channels}; pass the right --dataset")
+    trained_size = meta.get("input_size")
+    if (info.num_classes, info.channels) != (model.num_classes, model.in_channels) or \
+            trained_size not in (None, info.input_size):
+        size = f"{trained_size}x{trained_size} " if trained_size else ""
+        raise BadInput(f"{model_dir} was trained on {size}images with {model.in_channels} channel(s) and "
+                       f"{model.num_classes} classes, but {dataset} has {info.input_size}x{info.input_size} with "
+                       f"{info.channels} and {info.num_classes}; pass the right --dataset")
     test = splits.test if samples is None else splits.test.subset(min(samples, len(splits.test)), seed=0)
     eps = eps if eps is not None else info.default_eps
     dev = resolve_device(device)
@@ -120,7 +128,7 @@ def evaluate(model_dir: str | Path, dataset: str | None = None, *, attacks: tupl
     card = ModelCard.from_result(result, name=name or model_dir.name, dataset=dataset, arch=model.arch,
                                  eps=eps, params=c.params, macs=c.macs, training=meta.get("training", {}),
                                  data_split="test" if samples is None else f"test[{len(test)}]",
-                                 latency_ms_cpu=latency * 1000)
+                                 latency_ms_cpu=latency * 1000, latency_method=latency_method())
     if aa_n is not None:
         card = replace(card, aa_n_eval=aa_n)
     card.to_json(model_dir / "card.json")
@@ -187,14 +195,17 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     log = []
     t0 = time.time()
     trials_path = out / "trials.jsonl" if out else None
+    if trials_path is not None:  # a resumed search replays its store's trials into a fresh log
+        write_text(trials_path, "")
 
     def on_trial(trial) -> None:
         row = {"trial": trial.index, "arch": trial.arch.to_dict(), "macs": trial.record.macs,
                "reward": trial.reward, "metrics": trial.record.metrics, "status": trial.record.status,
                "seconds": trial.record.seconds}
         log.append(row)
-        if trials_path is not None:
-            write_text(trials_path, "".join(json.dumps(r) + "\n" for r in log))
+        if trials_path is not None:  # appended, not rewritten: the store, not this log, is the truth
+            with trials_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
 
     result = run_search(s, evaluations, progress=progress, on_trial=on_trial)
     result.extra.update({"task": to_dict(task), "teacher": resolved.teacher, "searcher": searcher,
@@ -206,7 +217,12 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     summary = result.summary()
     if out is not None:
         best = result.best.arch
-        write_yaml(out / "arch.yaml", best.to_dict() | best.to_robustresnet(resolved.num_classes))
+        teacher_epochs = proxy.teacher_epochs if proxy is not None else ProxyConfig().teacher_epochs
+        write_yaml(out / "arch.yaml", best.to_dict() | best.to_robustresnet(resolved.num_classes) | {
+            SEARCHED_FOR: {"dataset": resolved.dataset, "input_size": resolved.input_size,
+                           "channels": resolved.in_channels, "num_classes": resolved.num_classes,
+                           "teacher": resolved.teacher, "teacher_epochs": teacher_epochs, "eps": resolved.eps,
+                           "attack": resolved.attack, "budget_macs": resolved.budget_macs}})
         save_yaml(task, out / "task.yaml")
         write_json(out / "search.json", summary)
         if searcher == "rcnas":  # the agent as fine-tuned on this task setting
@@ -238,5 +254,5 @@ def default_task(dataset: str = "digits") -> Task:
     return Task(dataset, "pgd", None, "0.5x")
 
 
-__all__ = ["Task", "Buffers", "Arch", "ProxyConfig", "cost", "train_teacher", "train", "evaluate",
+__all__ = ["Task", "Buffers", "Arch", "ProxyConfig", "cost", "train_teacher", "train", "searched_for", "evaluate",
            "search", "meta_train", "load_agent", "default_task"]

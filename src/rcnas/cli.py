@@ -9,8 +9,9 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rcnas import __version__
 from rcnas.errors import BadInput, RunFailure
@@ -18,7 +19,7 @@ from rcnas.errors import BadInput, RunFailure
 
 def _arch_from_args(args: argparse.Namespace):
     from rcnas.io import read_yaml
-    from rcnas.models import teacher_arch
+    from rcnas.space.teachers import teacher_arch
     from rcnas.space.arch import Arch
     if getattr(args, "arch", None):
         return Arch.from_dict(read_yaml(args.arch))
@@ -38,9 +39,14 @@ def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    from rcnas.api import cost
-    from rcnas.cost import format_macs
+    from rcnas.cost import cost, format_macs
+    from rcnas.space.arch import searched_for
     arch = _arch_from_args(args)
+    found = searched_for(args.arch) if args.arch else {}  # a search's arch.yaml says what input it was for
+    for flag, key, default in (("input_size", "input_size", 32), ("channels", "channels", 3),
+                               ("classes", "num_classes", 10)):
+        if getattr(args, flag) is None:
+            setattr(args, flag, found.get(key, default))
     c = cost(arch, args.input_size, args.channels, args.classes)
     _emit(args, {"macs": c.macs, "params": c.params, "arch": arch.to_dict()},
           f"{arch}\nMACs {c.macs} ({format_macs(c.macs)}), params {c.params} ({c.params / 1e6:.3f}M) "
@@ -49,12 +55,12 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 def cmd_teacher_list(args: argparse.Namespace) -> None:
     from rcnas.cost import arch_cost, format_macs
-    from rcnas.data import dataset_info
-    from rcnas.models import DEFAULT_TEACHER, TEACHERS
-    info = dataset_info(args.dataset, args.data_dir)
+    from rcnas.data import dataset_shape
+    from rcnas.space.teachers import DEFAULT_TEACHER, TEACHERS
+    size, channels, classes = dataset_shape(args.dataset, args.data_dir)  # a built-in dataset needs no files
     rows = []
     for name in TEACHERS.names():
-        c = arch_cost(TEACHERS.get(name), info.input_size, info.channels, info.num_classes)
+        c = arch_cost(TEACHERS.get(name), size, channels, classes)
         rows.append({"name": name, "macs": c.macs, "params": c.params,
                      "default": DEFAULT_TEACHER.get(args.dataset) == name})
     _emit(args, {"dataset": args.dataset, "teachers": rows}, "\n".join(
@@ -76,9 +82,18 @@ def cmd_teacher_train(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from rcnas.api import train
+    from rcnas.space.arch import searched_for
     arch = _arch_from_args(args)
-    _, result = train(arch, args.dataset, out=args.out, recipe=args.recipe, epochs=args.epochs, eps=args.eps,
-                      seed=args.seed, data_dir=args.data_dir, device=args.device,
+    found = searched_for(args.arch) if args.arch else {}
+    dataset = args.dataset or found.get("dataset", "digits")
+    # a searched network starts from its teacher's weights, as in `rcnas run`, unless told otherwise
+    teacher = found.get("teacher") if found.get("dataset") == dataset and not args.from_scratch else None
+    if found and teacher is None and not args.from_scratch:
+        print(f"note: {args.arch} was searched on {found.get('dataset')}, not {dataset}: training from scratch",
+              file=sys.stderr)
+    _, result = train(arch, dataset, out=args.out, recipe=args.recipe, epochs=args.epochs, eps=args.eps,
+                      seed=args.seed, data_dir=args.data_dir, device=args.device, teacher=teacher,
+                      teacher_epochs=found.get("teacher_epochs") if teacher else None,
                       train_samples=args.train_samples, bf16=args.bf16, channels_last=args.channels_last)
     _emit(args, {"out": str(args.out), "best_epoch": result.best_epoch, "val_clean": result.val_clean,
                  "val_robust": result.val_robust, "guard_tripped": result.guard_tripped},
@@ -92,24 +107,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     card = evaluate(args.model_dir, args.dataset, attacks=attacks, eps=args.eps, seed=args.seed,
                     data_dir=args.data_dir, device=args.device, samples=args.samples, aa_samples=args.aa_samples)
     obj = {"clean": card.clean_acc, "pgd20": card.pgd20_acc, "cw40": card.cw40_acc, "aa": card.aa_acc,
-           "aa_only": card.aa_only_acc, "macs": card.macs, "params": card.params,
-           "latency_ms_cpu": card.latency_ms_cpu, "lipschitz": card.lipschitz, "n": card.n_eval,
-           "eps": card.eps, "warnings": list(card.warnings)}
+           "aa_only": card.aa_only_acc, **card.other_acc, "worst_case": card.worst_case_acc,
+           "macs": card.macs, "params": card.params, "latency_ms_cpu": card.latency_ms_cpu,
+           "latency_method": card.latency_method, "lipschitz": card.lipschitz, "n": card.n_eval,
+           "aa_n": card.aa_n_eval or card.n_eval, "eps": card.eps, "warnings": list(card.warnings)}
     _emit(args, obj, card.to_markdown())
 
 
 def _task_from_args(args: argparse.Namespace):
     from rcnas.config import load_yaml
     from rcnas.tasks import Task
-    if args.task:
-        return load_yaml(Task, args.task)
+    flags = {k: getattr(args, k) for k in ("dataset", "attack", "teacher", "budget", "eps")
+             if getattr(args, k) is not None}
+    if args.task:  # a flag given beside the file overrides the file's value, as `run --config` does
+        return replace(load_yaml(Task, args.task), **flags)
     if not args.dataset:
         raise BadInput("give a task: --task FILE.yaml, or --dataset NAME [--attack --teacher --budget]")
-    return Task(args.dataset, args.attack, args.teacher, args.budget, args.eps)
+    return Task(**flags)
 
 
 def _proxy_from_args(args: argparse.Namespace):
-    from dataclasses import replace
 
     from rcnas.config import load_yaml
     from rcnas.search.evaluator import ProxyConfig
@@ -154,7 +171,6 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from dataclasses import replace
 
     from rcnas.config import from_dict
     from rcnas.io import read_yaml
@@ -175,15 +191,17 @@ def cmd_run(args: argparse.Namespace) -> None:
 def _run_table(summary: dict[str, Any]) -> str:
     from rcnas.cost import format_macs
     task = summary["task"]
+    first = next(iter(summary["models"].values()))
+    aa_header = f"AA@{first.get('aa_n_eval') or first['n_eval']}"
     lines = [(f"{task['dataset']}: {task['attack']} at eps {summary['eps']:g}, teacher {summary['teacher']} "
               f"({format_macs(summary['teacher_macs'])} MACs), budget {format_macs(summary['budget_macs'])} MACs"),
-             f"{'model':<12} {'MACs':>7} {'clean':>7} {'PGD-20':>7} {'CW-40':>7} {'AA':>7}"]
+             f"{'model':<12} {'MACs':>7} {'clean':>7} {'PGD-20':>7} {'CW-40':>7} {aa_header:>8}"]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
     for name, c in summary["models"].items():
         lines.append(f"{name:<12} {format_macs(c['macs']):>7} {pct(c['clean_acc']):>7} {pct(c['pgd20_acc']):>7} "
-                     f"{pct(c['cw40_acc']):>7} {pct(c['aa_acc']):>7}")
-    lines.append(f"(test split, n={next(iter(summary['models'].values()))['n_eval']}; AutoAttack = worst case "
-                 "with the other attacks, on the stratified subset given in each card)")
+                     f"{pct(c['cw40_acc']):>7} {pct(c['aa_acc']):>8}")
+    lines.append(f"(test split, n={first['n_eval']}; {aa_header} = AutoAttack's per-sample worst case with the "
+                 f"other attacks on a stratified {first.get('aa_n_eval') or first['n_eval']} of those images)")
     return "\n".join(lines)
 
 
@@ -202,8 +220,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line naming what is wrong and where the usage is, not a screen of usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+MAX_SEED = 2**31 - 1  # every seed is used as a numpy/torch seed and offset per episode, worker and trial
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rcnas", description="Reinforced Compressive NAS: the most robust "
+    p = _Parser(prog="rcnas", description="Reinforced Compressive NAS: the most robust "
                                 "sub-network of a teacher within a MACs budget.")
     p.add_argument("--version", action="version", version=f"rcnas {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
@@ -225,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("cost", help="exact MACs and parameters of an architecture")
     arch_args(sp)
-    sp.add_argument("--input-size", type=int, default=32)
-    sp.add_argument("--channels", type=int, default=3)
-    sp.add_argument("--classes", type=int, default=10)
+    sp.add_argument("--input-size", type=int, help="default: what --arch was searched for, else 32")
+    sp.add_argument("--channels", type=int, help="default: what --arch was searched for, else 3")
+    sp.add_argument("--classes", type=int, help="default: what --arch was searched for, else 10")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_cost)
 
@@ -248,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="final adversarial training of an architecture (resumable)")
     arch_args(sp)
-    sp.add_argument("--dataset", default="digits")
+    sp.add_argument("--dataset", help="default: the dataset --arch was searched on, else digits")
+    sp.add_argument("--from-scratch", action="store_true",
+                    help="random initial weights (default for a searched --arch: its teacher's, inherited)")
     sp.add_argument("--recipe", default="trades", help="trades (default, the paper's), pgd, fgsm-rs, n-fgsm, standard")
     sp.add_argument("--epochs", type=int, default=20)
     sp.add_argument("--eps", type=float)
@@ -292,9 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("search", help="find the best sub-network for one task setting")
     sp.add_argument("--task", help="task YAML (dataset, attack, teacher, budget, eps)")
     sp.add_argument("--dataset")
-    sp.add_argument("--attack", default="pgd")
+    sp.add_argument("--attack", help="default: pgd")
     sp.add_argument("--teacher")
-    sp.add_argument("--budget", default="0.5x", help="MACs (5G, 300M, integer) or a fraction of the teacher (0.5x)")
+    sp.add_argument("--budget", help="MACs (5G, 300M, integer) or a fraction of the teacher (0.5x; the default)")
     sp.add_argument("--eps", type=float)
     sp.add_argument("--searcher", default="rcnas",
                     help="rcnas, random, evolution, tpe, uniform, last-stage, compound")
@@ -351,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message: str, limit: int = 400) -> str:
+    """An error as one line of at most `limit` characters, whatever value it quotes."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else f"{message[:limit - 100]} ... {message[-90:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -363,9 +399,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2 if args.command else 0
     try:
+        seed = getattr(args, "seed", None)
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise BadInput(f"--seed must be in 0..{MAX_SEED}, got {str(seed)[:24]}")
+        if isinstance(getattr(args, "device", None), str):
+            from rcnas.device import check_device_name
+            check_device_name(args.device)
         args.fn(args)
     except BadInput as e:
-        print(f"rcnas: error: {e}", file=sys.stderr)
+        print(f"rcnas: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rcnas: interrupted; rerun the same command to resume", file=sys.stderr)

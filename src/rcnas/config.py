@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from rcnas.errors import BadInput
+from rcnas.errors import BadInput, show
 from rcnas.io import read_yaml, write_yaml
 
 T = TypeVar("T")
@@ -49,16 +49,16 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(arg, value, where)
             except BadInput as e:
                 errors.append(str(e))
-        raise BadInput(errors[0] if errors else f"{where}: bad value {value!r}")
+        raise BadInput(errors[0] if errors else f"{where}: bad value {show(value)}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise BadInput(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+            raise BadInput(f"{where}: {show(value)} is not one of {', '.join(map(repr, allowed))}")
         return value
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise BadInput(f"{where}: expected a list, got {value!r}")
+            raise BadInput(f"{where}: expected a list, got {show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
@@ -66,25 +66,25 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise BadInput(f"{where}: expected a mapping, got {value!r}")
+            raise BadInput(f"{where}: expected a mapping, got {show(value)}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
-            raise BadInput(f"{where}: expected true or false, got {value!r}")
+            raise BadInput(f"{where}: expected true or false, got {show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInput(f"{where}: expected an integer, got {value!r}")
+            raise BadInput(f"{where}: expected an integer, got {show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadInput(f"{where}: expected a number, got {value!r}")
+            raise BadInput(f"{where}: expected a number, got {show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise BadInput(f"{where}: expected a string, got {value!r}")
+            raise BadInput(f"{where}: expected a string, got {show(value)}")
         return value
     return value
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from rcnas.errors import BadInput
 from rcnas.space.arch import (ROBUST_BASE_WIDTH, ROBUST_CARDINALITY, ROBUST_EXPANSION, ROBUST_SCALES,
                               ROBUST_SE_REDUCTION, STEM_CHANNELS, Arch)
 
@@ -62,6 +63,14 @@ def _robust(cin: int, planes: int, stride: int, h: int) -> tuple[int, int, int]:
     return macs, params, ho
 
 
+def cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classes: int = 10) -> Cost:
+    """Exact MACs (one image) and parameters, the input checked first (`arch_cost` trusts its caller)."""
+    for name, v in (("input size", input_size), ("channels", in_channels), ("classes", num_classes)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100_000:
+            raise BadInput(f"{name} must be a whole number in 1..100000, got {v!r}")
+    return arch_cost(arch, input_size, in_channels, num_classes)
+
+
 @lru_cache(maxsize=1 << 18)
 def arch_cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classes: int = 10) -> Cost:
     """MACs for one `input_size` x `input_size` image, and the parameter count."""
@@ -82,7 +91,6 @@ def arch_cost(arch: Arch, input_size: int = 32, in_channels: int = 3, num_classe
 
 def parse_macs(text: str | float, teacher_macs: int | None = None) -> int:
     """`5G`, `300M`, `12k`, `123456`, or a fraction of the teacher `0.5x` -> integer MACs."""
-    from rcnas.errors import BadInput
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:

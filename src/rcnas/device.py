@@ -6,7 +6,16 @@ import torch
 from rcnas.errors import BadInput
 
 
-def resolve_device(name: str | None = "auto") -> torch.device:
+def check_device_name(name: str) -> None:
+    """Refuse, before any work, a device rcnas does not run on (mps, xpu, meta, ...) or a typo."""
+    kind, _, index = name.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise BadInput(f"unknown device {name[:40]!r}; use auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    if isinstance(name, str):  # a torch.device is already a valid name
+        check_device_name(name)
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

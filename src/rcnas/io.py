@@ -48,15 +48,17 @@ _held: set[Path] = set()  # the directories this process holds: a nested call on
 
 
 @contextmanager
-def exclusive(directory: str | Path) -> Iterator[None]:
+def exclusive(directory: str | Path, wait: bool = False) -> Iterator[None]:
     """Hold `directory/.lock` while the block runs, so a second process writing the same directory (a
     second command, or a worker left over from a killed comparison) fails at once instead of
-    interleaving its writes with ours. The OS drops the lock when its holder dies, however it dies,
-    so a lock is never stale. A directory this call created and left empty is removed again."""
+    interleaving its writes with ours (`wait`: it waits its turn instead, for a shared cache entry
+    that the first writer fills and the next one reads). The OS drops the lock when its holder dies,
+    however it dies, so a lock is never stale. A directory this call created and left empty is
+    removed again."""
     directory = Path(directory)
     key = directory.resolve()
     created = not directory.exists()
-    f = None if key in _held or fcntl is None else _lock(directory)  # Windows: no lock
+    f = None if key in _held or fcntl is None else _lock(directory, wait)  # Windows: no lock
     directory.mkdir(parents=True, exist_ok=True)
     if f is None:
         yield
@@ -75,7 +77,7 @@ def exclusive(directory: str | Path) -> Iterator[None]:
         f.close()
 
 
-def _lock(directory: Path) -> IO[str] | None:
+def _lock(directory: Path, wait: bool = False) -> IO[str] | None:
     """`directory/.lock`, open and flock-ed; None (and a warning) where the file system cannot lock."""
     lock = directory / ".lock"
     while True:
@@ -85,7 +87,7 @@ def _lock(directory: Path) -> IO[str] | None:
         except FileNotFoundError:  # its holder removed the directory after a failed start: again
             continue
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
@@ -156,15 +158,55 @@ def write_yaml(path: str | Path, obj: Any) -> Path:
     return write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
+YAML_MAX_BYTES = 10 << 20     # configs, tasks and architectures are a few KB
+YAML_MAX_NODES = 1_000_000    # values once every alias (*name) is expanded: "billion laughs" stop here
+YAML_MAX_DEPTH = 64           # nesting: a config is a handful of levels deep
+
+
+def _check_yaml_shape(text: str, path: Path) -> None:
+    """Refuse, from the event stream alone (nothing built), YAML whose aliases expand to more values
+    than any config holds, or whose nesting would exhaust the recursion of the loader and of our checks."""
+    if len(text) > YAML_MAX_BYTES:
+        raise BadInput(f"{path} is {len(text):,} characters; a YAML config is at most {YAML_MAX_BYTES:,}")
+    sizes: dict[str, int] = {}      # anchor -> values it expands to
+    open_: list[list] = [[None, 0]]  # [anchor, values so far] per open collection
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append([event.anchor, 1])
+            if len(open_) > YAML_MAX_DEPTH:
+                raise BadInput(f"{path} nests more than {YAML_MAX_DEPTH} levels deep; a config needs a few")
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, n = open_.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, n = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, n = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = n
+        open_[-1][1] += n
+        if open_[-1][1] > YAML_MAX_NODES:
+            raise BadInput(f"{path} expands to more than {YAML_MAX_NODES:,} values through its aliases (*name); "
+                           "write the values out instead")
+
+
 def read_yaml(path: str | Path) -> Any:
     """Read YAML with the safe loader; a missing or malformed file is a `BadInput`."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"file not found: {path}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        _check_yaml_shape(text, path)
+        return yaml.safe_load(text)
     except UnicodeDecodeError:
         raise BadInput(f"{path} is not a UTF-8 text file; save the YAML as UTF-8 text") from None
+    except (ValueError, OverflowError) as e:  # a number beyond what Python converts (4,300+ digits)
+        if isinstance(e, BadInput):
+            raise
+        raise BadInput(f"{path} holds a number too long to read; write it with fewer digits") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -43,7 +43,7 @@ class RunConfig:
     proxy_epochs: int = 2
     teacher_epochs: int = 15         # standard training of the (cached) teacher
     final_recipe: str = "pgd"        # [choice] PGD-AT on CPU (TRADES is the paper's; --recipe trades in rcnas train)
-    final_epochs: int | None = None  # None: 15 (a CPU budget; see the README for longer runs)
+    final_epochs: int | None = None  # None: 15 (a CPU budget; docs/benchmarks.md has longer runs)
     final_attack_steps: int = 7
     eval_samples: int | None = None  # None: the whole test split
     aa_samples: int | None = 100     # [choice] AutoAttack on a stratified 100-image subset: on CPU it
@@ -167,18 +167,27 @@ def _trained(mdir: Path, arch) -> bool:
 
 
 def _train_and_evaluate(api, cfg: RunConfig, name: str, arch, mdir: Path, init, device: str,
-                        data_dir: str | None, progress: bool) -> dict[str, Any]:
+                        data_dir: str | None, progress: bool, status=None) -> dict[str, Any]:
     """Final adversarial training (unless finished: a changed evaluation needs none) and evaluation of
-    one network; its card as a dict."""
+    one network; its card as a dict. `status` (a queue) gets (name, units done, what) as it goes."""
+    epochs = _final_epochs(cfg)
+    say = (lambda done, what: status.put((name, done, what))) if status is not None else (lambda *_: None)
     # [choice] final training starts from the teacher's inherited weights, for every network alike
     if not _trained(mdir, arch):
-        api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=_final_epochs(cfg),
+        api.train(arch, cfg.dataset, out=mdir, recipe=cfg.final_recipe, epochs=epochs,
                   seed=cfg.seed, data_dir=data_dir, progress=progress, init=init,
                   attack_steps=cfg.final_attack_steps, batch_size=cfg.final_batch_size, lr=cfg.final_lr,
                   schedule="cosine", device=device, train_samples=cfg.final_train_samples,
-                  bf16=cfg.final_bf16, channels_last=cfg.final_bf16)
-    return api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
+                  bf16=cfg.final_bf16, channels_last=cfg.final_bf16,
+                  on_epoch=lambda row: say(row["epoch"], f"epoch {row['epoch']}/{epochs}"))
+    say(epochs, "evaluating")
+    card = api.evaluate(mdir, cfg.dataset, seed=cfg.seed, data_dir=data_dir, progress=progress, device=device,
                         name=name, samples=cfg.eval_samples, aa_samples=cfg.aa_samples).to_dict()
+    say(epochs + PROGRESS_EVAL_UNITS, "done")
+    return card
+
+
+PROGRESS_EVAL_UNITS = 10  # the parallel bar's weight of one evaluation, in epochs (on a CPU, AutoAttack costs ~10)
 
 
 def _final_jobs(cfg: RunConfig, device: str, networks: int) -> int:
@@ -197,9 +206,9 @@ def _worker_init(parent: int) -> None:
 
 
 def _final_one(cfg: RunConfig, name: str, arch, mdir: Path, init, device: str, data_dir: str | None,
-               progress: bool) -> dict[str, Any]:
+               progress: bool, status=None) -> dict[str, Any]:
     from rcnas import api
-    return _train_and_evaluate(api, cfg, name, arch, mdir, init, device, data_dir, progress)
+    return _train_and_evaluate(api, cfg, name, arch, mdir, init, device, data_dir, progress, status)
 
 
 def _final_stage(cfg: RunConfig, todo: dict[str, tuple], device: str, data_dir: str | None,
@@ -208,7 +217,7 @@ def _final_stage(cfg: RunConfig, todo: dict[str, tuple], device: str, data_dir: 
     the other with the progress of each, or in worker processes (one thread each) with a bar over
     networks. A failed network fails the run after the others finished (a rerun resumes it)."""
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
@@ -216,19 +225,38 @@ def _final_stage(cfg: RunConfig, todo: dict[str, tuple], device: str, data_dir: 
     if jobs <= 1:
         return {name: _final_one(cfg, name, *job, device, data_dir, progress) for name, job in todo.items()}
     cards, failed = {}, []  # failed: (name, exception)
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(os.getpid(),)) as pool, \
-            tqdm(total=len(todo), desc=f"train+evaluate ({jobs} processes)", disable=not progress) as bar:
-        futures = {pool.submit(_final_one, cfg, name, *job, device, data_dir, False): name
+    ctx = get_context("spawn")
+    per_network = _final_epochs(cfg) + PROGRESS_EVAL_UNITS
+    done = dict.fromkeys(todo, 0)
+    state = dict.fromkeys(todo, "queued")
+    with ctx.Manager() as manager, \
+            ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)) as pool, \
+            tqdm(total=per_network * len(todo), desc=f"train+evaluate ({jobs} processes)", unit="epoch",
+                 disable=not progress) as bar:
+        status = manager.Queue()
+        futures = {pool.submit(_final_one, cfg, name, *job, device, data_dir, False, status): name
                    for name, job in todo.items()}
-        for f in as_completed(futures):
-            name = futures[f]
-            if f.exception() is not None:
-                failed.append((name, f.exception()))
-            else:
-                cards[name] = f.result()
-                bar.set_postfix_str(f"{name} done")
-            bar.update(1)
+
+        def drain() -> None:  # the workers' news: epochs as they end, then the evaluation
+            while not status.empty():
+                name, units, what = status.get()
+                bar.update(max(0, units - done[name]))
+                done[name], state[name] = max(done[name], units), what
+                bar.set_postfix_str(", ".join(f"{n}: {w}" for n, w in state.items()))
+
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+            drain()
+            for f in finished:
+                name = futures[f]
+                if f.exception() is not None:
+                    failed.append((name, f.exception()))
+                    state[name] = "failed"
+                else:
+                    cards[name] = f.result()
+                bar.update(per_network - done[name])
+                done[name] = per_network
     if failed:
         name, error = failed[0]
         if isinstance(error, BadInput):

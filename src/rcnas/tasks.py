@@ -1,12 +1,16 @@
 """Task settings (dataset, attack, teacher, budget) and the buffers meta-training samples them from."""
 from __future__ import annotations
 
+import functools
+import logging
 import random
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from rcnas.errors import BadInput
 from rcnas.space.arch import Arch
+
+logger = logging.getLogger(__name__)
 
 ATTACK_KINDS = ("clean", "fgsm", "pgd", "cw", "aa")
 
@@ -72,11 +76,17 @@ class ResolvedTask:
         return f"{self.dataset}|{self.teacher}|eps={self.eps:.6g}"
 
 
+@functools.lru_cache(maxsize=256)
+def _say_once(message: str) -> None:
+    """A one-line warning about an assumption, once per process (a task is resolved many times)."""
+    logger.warning("%s", message)
+
+
 def resolve(task: Task, data_dir: str | None = None) -> ResolvedTask:
     """Fill in defaults (teacher, eps) and compute the budget in MACs; fail if it can never be met."""
     from rcnas.cost import arch_cost, format_macs, parse_macs
     from rcnas.data import dataset_info
-    from rcnas.models.teachers import default_teacher, teacher_arch
+    from rcnas.space.teachers import default_teacher, teacher_arch
     from rcnas.search.space import SearchSpace
 
     info = dataset_info(task.dataset, data_dir)
@@ -85,6 +95,13 @@ def resolve(task: Task, data_dir: str | None = None) -> ResolvedTask:
     t_macs = arch_cost(t_arch, info.input_size, info.channels, info.num_classes).macs
     budget = parse_macs(task.budget, t_macs)
     eps = task.eps if task.eps is not None else info.default_eps
+    from rcnas.data import DATASETS
+    if task.eps is None and task.dataset.strip() not in DATASETS:
+        _say_once(f"{task.dataset}: no eps given, assuming {eps:.4g} ({eps * 255:.3g}/255), the usual for "
+                  f"{'natural' if info.channels == 3 else 'one-channel'} images; give --eps to choose")
+    if budget > t_macs:
+        _say_once(f"budget {format_macs(budget)} MACs is above the teacher {teacher}'s {format_macs(t_macs)}: "
+                  "every sub-network fits, so the budget constrains nothing")
     resolved = ResolvedTask(task, teacher, t_arch, eps, budget, t_macs, info.input_size, info.channels,
                             info.num_classes)
     smallest = SearchSpace.for_task(resolved).smallest_macs()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rcnas.data import load_dataset
 from rcnas.errors import BadInput
-from rcnas.models import PreActResNet, build_model, teacher_arch
+from rcnas.models import PreActResNet, build_model
+from rcnas.space.teachers import teacher_arch
 from rcnas.train import TrainConfig, accuracy, fit, load_weights
 
 DEFAULT_TEACHER_TRAINING = TrainConfig(recipe="standard", epochs=15, batch_size=64, lr=0.05,
@@ -47,11 +48,15 @@ def get_teacher(dataset: str, teacher: str, *, data_dir: str | None = None, epoc
     if final.is_file():
         load_weights(model, final)
         return model.eval()
-    fit(model, splits.train, splits.val, cfg, info=info, out_dir=out, progress=progress)
+    from rcnas.io import exclusive, write_json
     from rcnas.train.checkpoint import save_weights
-    save_weights(model, final)
-    from rcnas.io import write_json
-    write_json(out / "teacher.json", {"dataset": dataset, "teacher": teacher, "epochs": cfg.epochs,
-                                      "seed": seed, "val_acc": accuracy(model, splits.val),
-                                      "test_acc": accuracy(model, splits.test)})
+    with exclusive(out, wait=True):  # one writer per cache entry: a second process waits, then loads it
+        if final.is_file():
+            load_weights(model, final)
+            return model.eval()
+        fit(model, splits.train, splits.val, cfg, info=info, out_dir=out, progress=progress)
+        save_weights(model, final)
+        write_json(out / "teacher.json", {"dataset": dataset, "teacher": teacher, "epochs": cfg.epochs,
+                                          "seed": seed, "val_acc": accuracy(model, splits.val),
+                                          "test_acc": accuracy(model, splits.test)})
     return model.eval()

@@ -32,5 +32,5 @@ for view in tb.VIEWS:
         for k in (1, 3, 5, 10):
             line[f"{view}|{m}@{k}"] = round(statistics.fmean(tb.per_seed(res, m, view, k)), 3)
 print(json.dumps(line))
-with open("bench/experiments/task-shift/results.jsonl", "a") as f:
+with open(os.environ.get("RESULTS", "bench/experiments/task-shift/results.jsonl"), "a") as f:
     f.write(json.dumps(line) + "\n")

@@ -25,12 +25,22 @@ VERSIONS = ("standard", "plus", "rand")
 
 
 class _Collect(logging.Handler):
-    def __init__(self) -> None:
+    """Keeps pyautoattack's log records; with a progress bar, advances it as each sub-attack ends."""
+
+    def __init__(self, bar=None) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.bar = bar
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+        if self.bar is not None:
+            text = record.getMessage()
+            if text.startswith("running "):
+                self.bar.set_postfix_str(text[len("running "):])
+            elif text.startswith("robust accuracy after "):
+                self.bar.update(1)
+                self.bar.set_postfix_str(text[len("robust accuracy after "):].split(" (")[0])
 
 
 @contextlib.contextmanager
@@ -69,6 +79,7 @@ class AutoAttack(Attack):
             raise BadInput(f"unknown AutoAttack version {version!r}; use one of {', '.join(VERSIONS)}")
         self.version = version
         self.messages: tuple[str, ...] = ()
+        self.progress = False  # a bar over the sub-attacks (APGD-CE, APGD-T, FAB-T, Square): each takes minutes on a CPU
 
     def __repr__(self) -> str:
         return (f"AutoAttack(name='aa', eps={self.eps:g}, norm={self.norm!r}, version={self.version!r}, "
@@ -103,12 +114,20 @@ class AutoAttack(Attack):
 
         private = logging.Logger("pyautoattack", logging.DEBUG)  # noqa: LOG001 - kept out of the global hierarchy
         private.propagate = False
-        collect = _Collect()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(adversary.attacks_to_run), desc=f"aa ({len(x)} images)", unit="attack", leave=False)
+        collect = _Collect(bar)
         private.addHandler(collect)
         adversary.logger = adversary.apgd.logger = adversary.apgd_targeted.logger = private
 
-        with _contained(x.device):
-            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        try:
+            with _contained(x.device):
+                x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
 
         messages: list[str] = []
         for record in collect.records:

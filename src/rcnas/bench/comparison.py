@@ -153,7 +153,7 @@ def not_needed_to_resume(out: str | Path, cmp: ComparisonConfig) -> list[Path]:
 
 def _run_all(cmp: ComparisonConfig, todo: list[tuple[Path, RunConfig]], data_dir: str | None) -> None:
     from rcnas import api
-    from rcnas.models import default_teacher
+    from rcnas.space.teachers import default_teacher
     for g in cmp.groups:  # the shared teachers first, so parallel runs find them cached
         api.train_teacher(g.run.dataset, g.run.teacher or default_teacher(g.run.dataset), data_dir=data_dir,
                           epochs=g.run.teacher_epochs, device=g.run.device, progress=False)

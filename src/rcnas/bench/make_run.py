@@ -66,7 +66,7 @@ def bench_make_run(out: str = "bench/results", seeds: int | None = None, quick: 
     if quick:
         raise BadInput("bench make-run has no quick form: it times the real command")
     rows = [timed_run(0)] + ([timed_run(neighbours)] if neighbours else [])
-    meta = machine_meta(1, command="rcnas " + " ".join(COMMAND), cache="empty (RCNAS_CACHE in a new directory)",
+    meta = machine_meta(1, timed_command="rcnas " + " ".join(COMMAND), cache="empty (RCNAS_CACHE in a new directory)",
                         note="train/eval sums are CPU-process seconds: the networks train in parallel processes")
     md = ("# `make run` from a fresh cache\n\nWall time of the Makefile's `run` command in a new process with an "
           "empty teacher cache, and the stages' own timings (`summary.json`'s `timings_s`).\n\n"

@@ -177,7 +177,7 @@ def _bare_pgd_loop(model, x, y, eps: float, steps: int, batch: int, bf16: bool =
 def _throughput_setting(scale: str, device: torch.device):
     """(data split, info, [(model name, arch)], batch size) for a throughput scale."""
     from rcnas.data import DatasetInfo, Split, load_dataset
-    from rcnas.models import teacher_arch
+    from rcnas.space.teachers import teacher_arch
     from rcnas.space.arch import Arch
     if scale == "digits":
         splits = load_dataset("digits")

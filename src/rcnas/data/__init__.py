@@ -7,7 +7,7 @@ from __future__ import annotations
 from rcnas.data.augment import AUGMENTATIONS, augment
 from rcnas.data.base import DATASETS, DatasetInfo, DatasetSpec, Split, Splits
 from rcnas.data.batches import iterate_batches
-from rcnas.data.catalog import dataset_info, load_dataset
+from rcnas.data.catalog import dataset_info, dataset_shape, load_dataset
 
 __all__ = [
     "AUGMENTATIONS",
@@ -18,6 +18,7 @@ __all__ = [
     "Splits",
     "augment",
     "dataset_info",
+    "dataset_shape",
     "iterate_batches",
     "load_dataset",
 ]

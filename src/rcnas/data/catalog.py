@@ -187,6 +187,16 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -
     return _load(_resolve(name, data_dir), name.strip(), int(seed))
 
 
+def dataset_shape(name: str, data_dir: str | Path | None = None) -> tuple[int, int, int]:
+    """(input size, channels, classes): a built-in dataset's from its fixed facts, without its files
+    (so costs can be printed before CIFAR is downloaded); a user's data by reading it."""
+    if name.strip() in DATASETS:
+        spec = DATASETS.get(name.strip())
+        return spec.input_size, spec.channels, spec.num_classes
+    info = dataset_info(name, data_dir)
+    return info.input_size, info.channels, info.num_classes
+
+
 def dataset_info(name: str, data_dir: str | Path | None = None, seed: int = 0) -> DatasetInfo:
     """The dataset's facts. mean/std are of the train split, so this loads (once: it is cached)."""
     return load_dataset(name, data_dir, seed).info

@@ -129,34 +129,44 @@ def read_idx_dataset(directory: Path) -> RawData:
 
 # ---------------------------------------------------------------- CIFAR python pickles
 
-def _np_reconstruct() -> Any:
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return _reconstruct
+def _numpy_global(module: str, name: str) -> Any:
+    """numpy's array-rebuilding functions, under whichever module name the file's numpy used."""
+    import importlib
+    for prefix in ("numpy._core", "numpy.core"):  # numpy >= 2 | numpy 1.x
+        try:
+            return getattr(importlib.import_module(f"{prefix}.{module}"), name)
+        except (ImportError, AttributeError):  # pragma: no cover - depends on the numpy installed
+            continue
+    raise pickle.UnpicklingError(f"this numpy has no {module}.{name}")
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """What `_codecs.encode` does in a bytes object pickled by Python 3 with protocol 0-2, and no more."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"refused global _codecs.encode with encoding {encoding[:40]!r}")
+    return text.encode("latin1")
 
 
 class SafeUnpickler(pickle.Unpickler):
     """Unpickles only what a CIFAR batch holds: dicts, lists, bytes, ints and numpy arrays.
 
     A pickle can name any importable callable and have it called (`os.system` included), so
-    `find_class` allows exactly the numpy array reconstruction names and refuses the rest.
+    `find_class` allows exactly the names that rebuild bytes and numpy arrays, in every pickle
+    protocol (0-5) and numpy major version, and refuses the rest.
     """
 
-    ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),   # what the official files (numpy 1.x) name
-        ("numpy._core.multiarray", "_reconstruct"),  # what numpy >= 2 writes
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    })
+    NUMPY = frozenset({("multiarray", "_reconstruct"),  # protocols 0-4 (the official files: numpy 1.x, protocol 2)
+                       ("numeric", "_frombuffer")})      # protocol 5 (an array's bytes in band)
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused global {module}.{name}")
-        if name == "_reconstruct":
-            return _np_reconstruct()
-        return getattr(np, name)
+        if (module, name) in {("numpy", "ndarray"), ("numpy", "dtype")}:
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # bytes written by Python 3 with protocol 0-2
+            return _latin1_encode
+        for prefix in ("numpy.core.", "numpy._core."):
+            if module.startswith(prefix) and (module[len(prefix):], name) in self.NUMPY:
+                return _numpy_global(module[len(prefix):], name)
+        raise pickle.UnpicklingError(f"refused global {module[:80]}.{name[:80]}")
 
 
 def read_cifar_batch(path: Path) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rcnas.evaluate.card import ModelCard
 from rcnas.evaluate.robustness import (DEFAULT_ATTACKS, GRAD_MASKING_FRACTION, RobustnessResult,
-                                       evaluate_robustness, measure_latency)
+                                       evaluate_robustness, latency_method, measure_latency)
 
 __all__ = ["DEFAULT_ATTACKS", "GRAD_MASKING_FRACTION", "ModelCard", "RobustnessResult",
-           "evaluate_robustness", "measure_latency"]
+           "evaluate_robustness", "latency_method", "measure_latency"]

@@ -50,6 +50,8 @@ class ModelCard:
     aa_acc: float | None = None
     aa_only_acc: float | None = None
     worst_case_acc: float | None = None
+    other_acc: dict[str, float] = field(default_factory=dict)
+    """accuracy under every other attack that ran (fgsm, pgd7, cw10, ...), by its name"""
     training: dict[str, Any] = field(default_factory=dict)
     data_split: str = "test"
     n_eval: int
@@ -59,6 +61,8 @@ class ModelCard:
     params: int
     macs: int
     latency_ms_cpu: float | None = None
+    latency_method: str = ""
+    """how latency_ms_cpu was measured (threads, batch, warm-up, repeats), so numbers compare"""
     lipschitz: float | None = None
     warnings: tuple[str, ...] = ()
     eval_seconds: dict[str, float] = field(default_factory=dict)
@@ -86,6 +90,11 @@ class ModelCard:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v) or v < 0):
                 raise BadInput(f"model card {name} must be a finite number >= 0 or null, got {v!r}")
+        if not isinstance(self.other_acc, dict):
+            raise BadInput("model card other_acc must be a mapping of attack name to accuracy")
+        for k, v in self.other_acc.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise BadInput(f"model card other_acc[{str(k)[:40]!r}] must be a fraction in [0,1], got {v!r}")
         if not isinstance(self.arch, dict) or not isinstance(self.training, dict):
             raise BadInput("model card arch and training must be mappings")
         for k, v in self.eval_seconds.items():
@@ -97,16 +106,18 @@ class ModelCard:
     def from_result(cls, result: RobustnessResult, *, name: str, dataset: str, arch: Any, eps: float,
                     params: int, macs: int, training: Mapping[str, Any] | None = None,
                     data_split: str = "test", threat_model: str = "Linf",
-                    latency_ms_cpu: float | None = None) -> ModelCard:
+                    latency_ms_cpu: float | None = None, latency_method: str = "") -> ModelCard:
         """A card from an evaluation; `arch` is a mapping or has `to_dict()` (an `Arch`)."""
         arch_dict = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)
         acc = result.attacks
+        columns = {"pgd20", "cw40", "aa", "aa_only"}
         return cls(name=name, dataset=dataset, arch=arch_dict, threat_model=threat_model, eps=eps,
                    clean_acc=result.clean, pgd20_acc=acc.get("pgd20"), cw40_acc=acc.get("cw40"),
                    aa_acc=acc.get("aa"), aa_only_acc=acc.get("aa_only"),
-                   worst_case_acc=result.worst_case, training=dict(training or {}),
+                   worst_case_acc=result.worst_case,
+                   other_acc={k: v for k, v in acc.items() if k not in columns}, training=dict(training or {}),
                    data_split=data_split, n_eval=result.n, params=params, macs=macs,
-                   latency_ms_cpu=latency_ms_cpu, lipschitz=result.lipschitz,
+                   latency_ms_cpu=latency_ms_cpu, latency_method=latency_method, lipschitz=result.lipschitz,
                    warnings=result.warnings,
                    eval_seconds=result.attack_seconds)
 
@@ -141,10 +152,13 @@ class ModelCard:
             ("CW-40", pct(self.cw40_acc)),
             ("AutoAttack (worst case with the others)", pct(self.aa_acc) + self._aa_subset()),
             ("AutoAttack alone", pct(self.aa_only_acc) + self._aa_subset()),
-            ("worst case over all attacks", pct(self.worst_case_acc)),
+            *((name, pct(v)) for name, v in self.other_acc.items()),
+            ("worst case over all attacks", pct(self.worst_case_acc)
+             + (" (AutoAttack excluded: it ran on the subset)" if self.aa_n_eval else "")),
             ("params", f"{self.params:,} ({self.params / 1e6:.2f} M)"),
             ("MACs", f"{self.macs:,} ({self.macs / 1e6:.2f} M)"),
-            ("CPU latency", "-" if self.latency_ms_cpu is None else f"{self.latency_ms_cpu:.3f} ms/image"),
+            ("CPU latency", "-" if self.latency_ms_cpu is None else f"{self.latency_ms_cpu:.3f} ms/image"
+             + (f" ({self.latency_method})" if self.latency_method else "")),
             ("local Lipschitz", "-" if self.lipschitz is None else f"{self.lipschitz:.4g}"),
             ("evaluation time", ", ".join(f"{k} {v:.1f} s" for k, v in self.eval_seconds.items()) or "-"),
             ("training", ", ".join(f"{k}={v}" for k, v in self.training.items()) or "-"),

@@ -164,6 +164,8 @@ def _run(model: nn.Module, attack: Attack, x: Tensor, y: Tensor, clean_logits: T
     start = time.perf_counter()
     measure = attack.kind in ("fgsm", "pgd", "cw")
     correct, ratios, messages = [], [], []
+    if attack.kind == "aa":
+        attack.progress = progress  # AutoAttack's own bar moves per sub-attack, not per (one, long) batch
     for s in _batches(len(x), batch_size, attack.name, progress):
         xb, yb = x[s].to(device), y[s].to(device)
         x_adv = attack(model, xb, yb)
@@ -287,32 +289,47 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *,
 
 
 def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | torch.device = "cpu",
-                    batch_size: int = 1, repeats: int = 20, warmup: int = 3) -> float:
+                    batch_size: int = 1, repeats: int = 50, warmup: int = 5, threads: int | None = 1) -> float:
     """Seconds per image: median over `repeats` timed forward passes of one batch, after `warmup`.
 
     `input_shape` is one image's shape, e.g. (3, 32, 32). The median resists the outliers of a
-    shared machine; latency depends on the thread count, which is left as the caller set it.
+    shared machine, and on the CPU the thread count is fixed (`threads`, restored afterwards;
+    None leaves it as the caller set it), since intra-op threads fighting other work are what
+    made a small network read slower than a big one.
     """
     shape = tuple(input_shape)
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise BadInput(f"input_shape must be positive integers, e.g. (3, 32, 32), got {input_shape!r}")
-    for label, v, lo in (("batch_size", batch_size, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
+    for label, v, lo in (("batch_size", batch_size, 1), ("repeats", repeats, 1), ("warmup", warmup, 0),
+                         ("threads", 1 if threads is None else threads, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise BadInput(f"{label} must be an integer >= {lo}, got {v!r}")
     dev = resolve_device(device)
     x = torch.rand((batch_size, *shape), generator=torch.Generator().manual_seed(0)).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    before = torch.get_num_threads()
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
     times = []
-    with _on_device(model, dev), frozen_eval(model), torch.inference_mode():
-        for i in range(warmup + repeats):
-            sync()
-            t = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
+    try:
+        with _on_device(model, dev), frozen_eval(model), torch.inference_mode():
+            for i in range(warmup + repeats):
+                sync()
+                t = time.perf_counter()
+                model(x)
+                sync()
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
     return statistics.median(times) / batch_size
 
 
+def latency_method(batch_size: int = 1, repeats: int = 50, warmup: int = 5, threads: int | None = 1) -> str:
+    """How `measure_latency` measured, in words for a model card."""
+    return (f"median of {repeats} forward passes of batch {batch_size} after {warmup} warm-up, "
+            + (f"{threads} CPU thread{'s' if threads != 1 else ''}" if threads else "the process's threads"))
+
+
 __all__ = ["DEFAULT_ATTACKS", "GRAD_MASKING_FRACTION", "RobustnessResult", "evaluate_robustness",
-           "measure_latency"]
+           "latency_method", "measure_latency"]

@@ -19,6 +19,7 @@ from rcnas.io import write_text
 REPORT_NAME = "report.md"
 PLOTS = {"reward_curve": "reward_curve.png", "pareto": "pareto.png", "topology": "topology.png"}
 EXPECTED = ("summary.json, search/trials.jsonl, search/search.json or models/*/card.json (from `rcnas run`), "
+            "search.json or trials.jsonl (from `rcnas search --out`), "
             "or bench *.json files with a 'rows' list (from `rcnas bench`)")
 
 
@@ -194,7 +195,7 @@ def _teacher_arch(summary: dict[str, Any], search: dict[str, Any], cards: dict[s
     name = _first(summary.get("teacher"), search.get("teacher"))
     if isinstance(name, str):
         try:
-            from rcnas.models.teachers import teacher_arch
+            from rcnas.space.teachers import teacher_arch
             return teacher_arch(name)
         except (BadInput, ImportError):
             return None
@@ -205,11 +206,12 @@ def _run_sections(root: Path, reader: _Reader, plots: bool) -> list[str]:
     from rcnas.report import plots as P
     summary = reader.json("summary.json")
     summary = summary if isinstance(summary, dict) else {}
-    search = reader.json("search/search.json")
+    sub = _search_prefix(root)
+    search = reader.json(f"{sub}search.json")
     search = search if isinstance(search, dict) else (summary.get("search") if isinstance(
         summary.get("search"), dict) else {})
-    trials = reader.jsonl("search/trials.jsonl")
-    history = reader.json("search/agent_history.json")
+    trials = reader.jsonl(f"{sub}trials.jsonl")
+    history = reader.json(f"{sub}agent_history.json")
     history = [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
     cards = _cards(reader, summary)
 
@@ -425,8 +427,15 @@ def _bench_sections(root: Path, files: list[tuple[Path, dict[str, Any]]]) -> lis
 
 
 # --- entry point ---------------------------------------------------------------------------------
+def _search_prefix(root: Path) -> str:
+    """Where a directory keeps its search: `search/` in a `rcnas run` folder, the top of a `rcnas search --out`."""
+    return "" if not (root / "search").is_dir() and any(
+        (root / p).is_file() for p in ("search.json", "trials.jsonl")) else "search/"
+
+
 def is_run_dir(root: Path) -> bool:
-    return any((root / p).is_file() for p in ("summary.json", "search/trials.jsonl", "search/search.json")) \
+    sub = _search_prefix(root)
+    return any((root / p).is_file() for p in ("summary.json", f"{sub}trials.jsonl", f"{sub}search.json")) \
         or any((root / "models").glob("*/card.json"))
 
 
@@ -440,7 +449,8 @@ def render_report(run_dir: str | Path, plots: bool = True) -> str:
     bench = _bench_files(root, reader)
     if not run and not bench:
         raise BadInput(f"{root} holds no results to report: expected {EXPECTED}")
-    lines = [f"# RC-NAS {'run' if run else 'bench'} report: {root.resolve().name}", ""]
+    kind = ("search" if not _search_prefix(root) else "run") if run else "bench"
+    lines = [f"# RC-NAS {kind} report: {root.resolve().name}", ""]
     if run:
         lines += _run_sections(root, reader, plots)
     if bench:

@@ -9,6 +9,8 @@ persistent store and counts evaluations (`rcnas.search.driver.SearchContext.eval
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -25,6 +27,15 @@ from rcnas.space.arch import Arch
 from rcnas.tasks import ResolvedTask, attack_kind
 
 EVALUATORS: Registry = Registry("evaluator")
+logger = logging.getLogger(__name__)
+
+
+def at_chance(clean: float, labels: torch.Tensor) -> bool:
+    """Whether a clean accuracy is no better than always answering the commonest class, within two
+    binomial standard errors: such a network learnt nothing, and its robust scores rank nothing."""
+    n = len(labels)
+    chance = float(torch.bincount(labels).max()) / n
+    return clean <= chance + 2 * math.sqrt(chance * (1 - chance) / n)
 
 
 def metric_for(attack: str) -> str:
@@ -135,6 +146,10 @@ class TrainEvaluator(Evaluator):
         fit(model, train, None, cfg, info=info, progress=False)
         result = evaluate_robustness(model, val.x, val.y, attacks=self.attacks(), eps=task.eps,
                                      seed=seed, device=self.device)
+        if at_chance(result.clean, val.y):
+            logger.warning("candidate %s scored %.1f%% clean after the proxy training, which is chance: its "
+                           "robust scores rank nothing; give the proxy more (--proxy-epochs, "
+                           "--proxy-train-samples)", arch, 100 * result.clean)
         n = p.val_steps
         metrics = {"clean": result.clean, "fgsm": result.attacks["fgsm"],
                    "pgd": result.attacks[f"pgd{n}"], "cw": result.attacks[f"cw{n}"],

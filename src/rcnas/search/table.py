@@ -85,7 +85,7 @@ class Table:
     @cached_property
     def shapes(self) -> dict[str, tuple[float, ...]]:
         """Per architecture key, its per-stage (depth, channels) relative to the teacher (6 numbers)."""
-        from rcnas.models.teachers import teacher_arch
+        from rcnas.space.teachers import teacher_arch
         t = teacher_arch(self.teacher)
         out = {}
         for key, row in self.rows.items():

@@ -8,12 +8,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
-from rcnas.errors import BadInput
+from rcnas.errors import BadInput, show
 
 STAGES = 3
 STAGE_BASE = (16, 32, 64)  # a stage of widen factor W has STAGE_BASE[i] * W channels
+MAX_DEPTH = 1000      # blocks per stage: the paper's largest teacher (WRN-70-16) has 11
+MAX_CHANNELS = 1 << 16  # channels per stage: WRN-70-16 has 1,024 in its last stage
+
+
+def _short(value: Any) -> str:
+    """A number as an error message may print it: never thousands of digits."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 STEM_CHANNELS = 16
 BLOCKS = ("basic", "robust")
 _BLOCK_NAMES = {"basic": "basic", "basic_block": "basic", "robust": "robust", "robust_res_block": "robust"}
@@ -30,7 +39,7 @@ def normalize_block(name: str) -> str:
     try:
         return _BLOCK_NAMES[str(name)]
     except KeyError:
-        raise BadInput(f"unknown block type {name!r}; use basic or robust "
+        raise BadInput(f"unknown block type {show(name)}; use basic or robust "
                        "(basic_block and robust_res_block are accepted too)") from None
 
 
@@ -66,8 +75,13 @@ class Arch:
         object.__setattr__(self, "blocks", tuple(normalize_block(b) for b in self.blocks))
         if min(self.depths) < 1:
             raise BadInput(f"every stage needs at least 1 block, got depths {list(self.depths)}")
+        if max(self.depths) > MAX_DEPTH:
+            raise BadInput(f"a stage may have at most {MAX_DEPTH} blocks, got {_short(max(self.depths))}")
         if min(self.channels) < 1:
             raise BadInput(f"every stage needs at least 1 channel, got {list(self.channels)}")
+        if max(self.channels) > MAX_CHANNELS:
+            raise BadInput(f"a stage may have at most {MAX_CHANNELS} channels (width {MAX_CHANNELS // STAGE_BASE[-1]} "
+                           f"in the last stage), got {_short(max(self.channels))}")
         for i, (c, b) in enumerate(zip(self.channels, self.blocks)):
             if b == "robust" and c < ROBUST_MIN_PLANES:
                 raise BadInput(f"stage {i + 1}: the robust block needs at least {ROBUST_MIN_PLANES} channels "
@@ -160,7 +174,7 @@ class Arch:
             blocks = data.get("block_types", ["basic_block"] * STAGES)
             return cls(_stages(data["depth_configs"], "depth_configs"), tuple(ch[1:]),
                        _stages(blocks, "block_types"))
-        known = {"depths", "widths", "channels", "blocks"}
+        known = {"depths", "widths", "channels", "blocks", SEARCHED_FOR}  # SEARCHED_FOR: read by searched_for()
         unknown = sorted(set(data) - known)
         if unknown:
             raise BadInput(f"unknown architecture key {unknown[0]!r}; known keys: depths, widths (or channels), blocks")
@@ -186,3 +200,14 @@ class Arch:
 
 def _plain(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
+
+
+SEARCHED_FOR = "searched_for"  # arch.yaml's record of the task setting a search found the network for
+
+
+def searched_for(arch_file: str | Path) -> dict[str, Any]:
+    """The task setting recorded in a search's arch.yaml ({} for a hand-written file)."""
+    from rcnas.io import read_yaml
+    rec = read_yaml(arch_file)
+    rec = rec.get(SEARCHED_FOR) if isinstance(rec, dict) else None
+    return rec if isinstance(rec, dict) else {}

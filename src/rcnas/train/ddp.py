@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace) -> None:
                "digests": list(res.digests), "deterministic": args.deterministic}
         summary = {"best_epoch": r.best_epoch, "val_clean": r.val_clean, "val_robust": r.val_robust,
                    "guard_tripped": r.guard_tripped}
-        save_model_dir(model.cpu(), out, dataset=args.dataset, training=to_dict(cfg) | summary | {
+        save_model_dir(model.cpu(), out, dataset=args.dataset, input_size=info.input_size, training=to_dict(cfg) | summary | {
             "seconds": r.seconds, "train_samples": len(train), "ddp": ddp})
         write_json(out / "history.json", r.history)
         write_json(out / "ddp.json", ddp)
