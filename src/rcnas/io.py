@@ -64,6 +64,7 @@ def exclusive(directory: str | Path, wait: bool = False) -> Iterator[None]:
         yield
         return
     _held.add(key)
+    _remove_stale_temporaries(directory)
     try:
         yield
     finally:
@@ -75,6 +76,16 @@ def exclusive(directory: str | Path, wait: bool = False) -> Iterator[None]:
             with suppress(OSError):
                 directory.rmdir()
         f.close()
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """`atomic_write`'s temporaries (`.NAME.XXXXXXXX.tmp`) left by a writer killed mid-save: whoever
+    holds the directory's lock is its only writer, so any found now are stale."""
+    stale = [p for p in directory.rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        logger.info("removed %d stale temporary file(s) under %s", len(stale), directory)
 
 
 def _lock(directory: Path, wait: bool = False) -> IO[str] | None:

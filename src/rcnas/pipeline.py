@@ -214,8 +214,9 @@ def _final_one(cfg: RunConfig, name: str, arch, mdir: Path, init, device: str, d
 def _final_stage(cfg: RunConfig, todo: dict[str, tuple], device: str, data_dir: str | None,
                  progress: bool) -> dict[str, dict[str, Any]]:
     """Train and evaluate the networks in `todo` ({name: (arch, model dir, initial weights)}): one after
-    the other with the progress of each, or in worker processes (one thread each) with a bar over
-    networks. A failed network fails the run after the others finished (a rerun resumes it)."""
+    the other with the progress of each, or in worker processes (one thread each) with one bar that
+    moves as any worker ends an epoch or an evaluation (the workers report through a queue). A failed
+    network fails the run after the others finished (a rerun resumes it)."""
     import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from multiprocessing import get_context
