@@ -7,9 +7,8 @@
 """
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -217,7 +216,7 @@ def search(task: Task, *, searcher: str = "rcnas", agent: str | Path | None = "p
     summary = result.summary()
     if out is not None:
         best = result.best.arch
-        teacher_epochs = proxy.teacher_epochs if proxy is not None else ProxyConfig().teacher_epochs
+        teacher_epochs = (proxy or ProxyConfig()).teacher_epochs
         write_yaml(out / "arch.yaml", best.to_dict() | best.to_robustresnet(resolved.num_classes) | {
             SEARCHED_FOR: {"dataset": resolved.dataset, "input_size": resolved.input_size,
                            "channels": resolved.in_channels, "num_classes": resolved.num_classes,

@@ -18,15 +18,17 @@ from rcnas.errors import BadInput, RunFailure
 
 
 def _arch_from_args(args: argparse.Namespace):
+    """The architecture, and the task setting its file records (`searched_for`; {} when none)."""
     from rcnas.io import read_yaml
+    from rcnas.space.arch import Arch, searched_for
     from rcnas.space.teachers import teacher_arch
-    from rcnas.space.arch import Arch
     if getattr(args, "arch", None):
-        return Arch.from_dict(read_yaml(args.arch))
+        data = read_yaml(args.arch)
+        return Arch.from_dict(data), searched_for(data)
     if getattr(args, "teacher", None):
-        return teacher_arch(args.teacher)
+        return teacher_arch(args.teacher), {}
     if getattr(args, "depths", None) and getattr(args, "widths", None):
-        return Arch.from_widths(args.depths, args.widths, args.blocks or ["basic"] * 3)
+        return Arch.from_widths(args.depths, args.widths, args.blocks or ["basic"] * 3), {}
     raise BadInput("give an architecture: --teacher NAME, --arch FILE.yaml, or --depths D1 D2 D3 --widths W1 W2 W3")
 
 
@@ -40,9 +42,7 @@ def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
 
 def cmd_cost(args: argparse.Namespace) -> None:
     from rcnas.cost import cost, format_macs
-    from rcnas.space.arch import searched_for
-    arch = _arch_from_args(args)
-    found = searched_for(args.arch) if args.arch else {}  # a search's arch.yaml says what input it was for
+    arch, found = _arch_from_args(args)  # a search's arch.yaml says what input it was for
     for flag, key, default in (("input_size", "input_size", 32), ("channels", "channels", 3),
                                ("classes", "num_classes", 10)):
         if getattr(args, flag) is None:
@@ -82,9 +82,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from rcnas.api import train
-    from rcnas.space.arch import searched_for
-    arch = _arch_from_args(args)
-    found = searched_for(args.arch) if args.arch else {}
+    arch, found = _arch_from_args(args)
     dataset = args.dataset or found.get("dataset", "digits")
     # a searched network starts from its teacher's weights, as in `rcnas run`, unless told otherwise
     teacher = found.get("teacher") if found.get("dataset") == dataset and not args.from_scratch else None
@@ -127,7 +125,6 @@ def _task_from_args(args: argparse.Namespace):
 
 
 def _proxy_from_args(args: argparse.Namespace):
-
     from rcnas.config import load_yaml
     from rcnas.search.evaluator import ProxyConfig
     proxy = load_yaml(ProxyConfig, args.proxy) if args.proxy else ProxyConfig()
@@ -171,7 +168,6 @@ def cmd_meta_train(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-
     from rcnas.config import from_dict
     from rcnas.io import read_yaml
     from rcnas.pipeline import RunConfig, run_pipeline
@@ -192,7 +188,8 @@ def _run_table(summary: dict[str, Any]) -> str:
     from rcnas.cost import format_macs
     task = summary["task"]
     first = next(iter(summary["models"].values()))
-    aa_header = f"AA@{first.get('aa_n_eval') or first['n_eval']}"
+    aa_n = first.get("aa_n_eval") or first["n_eval"]
+    aa_header = f"AA@{aa_n}"
     lines = [(f"{task['dataset']}: {task['attack']} at eps {summary['eps']:g}, teacher {summary['teacher']} "
               f"({format_macs(summary['teacher_macs'])} MACs), budget {format_macs(summary['budget_macs'])} MACs"),
              f"{'model':<12} {'MACs':>7} {'clean':>7} {'PGD-20':>7} {'CW-40':>7} {aa_header:>8}"]
@@ -201,7 +198,7 @@ def _run_table(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<12} {format_macs(c['macs']):>7} {pct(c['clean_acc']):>7} {pct(c['pgd20_acc']):>7} "
                      f"{pct(c['cw40_acc']):>7} {pct(c['aa_acc']):>8}")
     lines.append(f"(test split, n={first['n_eval']}; {aa_header} = AutoAttack's per-sample worst case with the "
-                 f"other attacks on a stratified {first.get('aa_n_eval') or first['n_eval']} of those images)")
+                 f"other attacks on a stratified {aa_n} of those images)")
     return "\n".join(lines)
 
 
@@ -225,9 +222,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-MAX_SEED = 2**31 - 1  # every seed is used as a numpy/torch seed and offset per episode, worker and trial
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -399,9 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2 if args.command else 0
     try:
-        seed = getattr(args, "seed", None)
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            raise BadInput(f"--seed must be in 0..{MAX_SEED}, got {str(seed)[:24]}")
+        if getattr(args, "seed", None) is not None:
+            from rcnas.seeding import check_seed
+            check_seed(args.seed, "--seed")
         if isinstance(getattr(args, "device", None), str):
             from rcnas.device import check_device_name
             check_device_name(args.device)

@@ -116,8 +116,9 @@ def parse_macs(text: str | float, teacher_macs: int | None = None) -> int:
     return round(value)
 
 
-def format_macs(macs: float) -> str:
+def format_macs(macs: float, keep_zeros: bool = False) -> str:
+    """Three significant digits and a unit: 5795274 -> 5.8M (`keep_zeros`: 5.80M, for table columns)."""
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(macs) >= scale:
-            return f"{macs / scale:.3g}{unit}"
+            return (f"{macs / scale:#.3g}".rstrip(".") if keep_zeros else f"{macs / scale:.3g}") + unit
     return str(int(macs))

@@ -63,6 +63,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         """Every number and name is checked here, before a teacher is trained or a search started."""
         from rcnas.search.searchers import SEARCHERS
+        from rcnas.seeding import check_seed
         from rcnas.train.config import RECIPE_NAMES
         counts = {"evaluations": 100_000, "proxy_epochs": 10_000, "teacher_epochs": 10_000, "final_epochs": 10_000,
                   "final_attack_steps": 10_000, "eval_samples": 10**9, "aa_samples": 10**9,
@@ -73,8 +74,7 @@ class RunConfig:
                 raise BadInput(f"run config {name} must be an integer in 1..{most}, got {v!r}")
         if not isinstance(self.teacher_at, bool):
             raise BadInput(f"run config teacher_at must be true or false, got {self.teacher_at!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
-            raise BadInput(f"run config seed must be an integer in 0..2^31-1, got {self.seed!r}")
+        check_seed(self.seed, "run config seed")
         if not isinstance(self.final_lr, (int, float)) or not 0 < self.final_lr < 100:
             raise BadInput(f"run config final_lr must be in (0, 100), got {self.final_lr!r}")
         if self.final_recipe not in RECIPE_NAMES:

@@ -39,6 +39,7 @@ from rcnas.env.features import kernel_features
 from rcnas.search.driver import SearchContext, run_search
 from rcnas.search.evaluator import Evaluator
 from rcnas.search.store import Store
+from rcnas.seeding import check_seed
 from rcnas.tasks import Buffers, resolve
 
 SEED_STRIDE = 1_000_003
@@ -87,8 +88,9 @@ def meta_train(buffers: Buffers, out: str | Path, evaluator: Evaluator, *, episo
     if checkpoint_every is None:
         checkpoint_every = 25 if evaluator.name == "table" else 1
     cfg = agent_cfg or AgentConfig()
-    if not 0 <= seed < 2**31 or not 1 <= episodes <= 10**7:
-        raise BadInput(f"meta-train needs 0 <= --seed < 2^31 and 1 <= --episodes <= 10^7, got {seed} and {episodes}")
+    check_seed(seed, "meta-train --seed")
+    if not 1 <= episodes <= 10**7:
+        raise BadInput(f"meta-train needs 1 <= --episodes <= 10^7, got {episodes}")
     settings = (settings or {}) | {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator.proxy_key,
                                    "reward": reward, "agent_config": to_dict(cfg)}
     total = max(1, episodes // cfg.searches_per_update)

@@ -21,6 +21,7 @@ from typing import Any
 
 from rcnas.bench.runner import BENCHES
 from rcnas.bench.summary import table_md
+from rcnas.cost import format_macs
 from rcnas.io import read_json, write_text
 
 logger = logging.getLogger(__name__)
@@ -297,13 +298,8 @@ def render_headline(result: dict[str, Any], source: str, section: str) -> str:
 
 
 def _macs(v: Any) -> str:
-    """MACs with three significant digits: 5795274 -> 5.80M."""
-    if not isinstance(v, (int, float)):
-        return ""
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if v >= scale:
-            return f"{v / scale:#.3g}".rstrip(".") + unit
-    return str(v)
+    """MACs with three significant digits: 5795274 -> 5.80M; '' when the JSON has none."""
+    return format_macs(v, keep_zeros=True) if isinstance(v, (int, float)) else ""
 
 
 def _rel(target: Path, start: Path) -> str:

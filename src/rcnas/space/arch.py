@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 from rcnas.errors import BadInput, show
@@ -205,9 +204,7 @@ def _plain(x: float) -> int | float:
 SEARCHED_FOR = "searched_for"  # arch.yaml's record of the task setting a search found the network for
 
 
-def searched_for(arch_file: str | Path) -> dict[str, Any]:
-    """The task setting recorded in a search's arch.yaml ({} for a hand-written file)."""
-    from rcnas.io import read_yaml
-    rec = read_yaml(arch_file)
-    rec = rec.get(SEARCHED_FOR) if isinstance(rec, dict) else None
+def searched_for(data: Any) -> dict[str, Any]:
+    """The task setting a search's arch.yaml records (its parsed content); {} for a hand-written file."""
+    rec = data.get(SEARCHED_FOR) if isinstance(data, dict) else None
     return rec if isinstance(rec, dict) else {}
