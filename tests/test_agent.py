@@ -209,3 +209,42 @@ def test_the_search_package_never_imports_the_agent() -> None:
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.startswith(("rcnas.agent", "rcnas.env")) for n in names), (path.name, names)
+
+
+def test_an_ensemble_averages_standardised_scores_so_no_sharp_member_outvotes_the_others(tmp_path) -> None:
+    """Two members that rank the candidates in opposite orders, one 100x sharper: the raw mean would
+    follow the sharp one; the ensemble weighs them equally (a tie), at the members' mean spread."""
+    episode = AgentSearcher(table_context(), seed=0).episode
+    a, b = Agent(AgentConfig(hidden=8), seed=0), Agent(AgentConfig(hidden=8), seed=1)
+    for agent, scale in ((a, 1.0), (b, -100.0)):   # heads start at zero: give each a ranking by MACs/budget
+        head = agent.net.heads[0]
+        torch.nn.init.zeros_(head.weight)
+        head.bias.data.zero_()
+        agent.net.stage_mlp[0][0].weight.data.zero_()
+        agent.net.stage_mlp[0][0].bias.data.zero_()
+        agent.net.stage_mlp[0][0].weight.data[0, -episode.features[1].shape[1]] = 1.0   # MACs / budget
+        head.weight.data[0, 0] = scale
+    ens = Agent.ensemble([a, b])
+    sa, sb, se = (x.scores(episode).detach() for x in (a, b, ens))
+    assert torch.corrcoef(torch.stack([sa, sb]))[0, 1] < -0.99          # opposite rankings
+    assert float(se.std()) < 1e-4 * float(sb.std())                     # they cancel: no member decides
+    ens.save(tmp_path / "e")
+    loaded, meta = Agent.load(tmp_path / "e")
+    assert meta["config"]["members"] == 2 and torch.equal(loaded.scores(episode).detach(), se)
+    with pytest.raises(BadInput, match="single agents"):
+        Agent.ensemble([ens, a])
+
+
+def test_meta_training_an_ensemble_trains_each_member_from_its_own_seed_and_resumes(tmp_path) -> None:
+    buffers = Buffers(tables=(TABLE,), attacks=("pgd",), budgets=("0.5x",))
+    cfg = AgentConfig(searches_per_update=2, evaluations=3, hidden=8)
+    ens = meta_train(buffers, tmp_path / "e", TableEvaluator(), episodes=8, seed=3, progress=False,
+                     agent_cfg=AgentConfig(searches_per_update=2, evaluations=3, hidden=8, members=2))
+    single = meta_train(buffers, tmp_path / "s", TableEvaluator(), episodes=8, seed=4, agent_cfg=cfg, progress=False)
+    member = ens.net.members[1].state_dict()
+    assert all(torch.equal(v, member[k]) for k, v in single.net.state_dict().items())   # member 1 = seed 4
+    assert not torch.equal(ens.net.members[0].heads[0].weight, ens.net.members[1].heads[0].weight)
+    again = meta_train(buffers, tmp_path / "e", TableEvaluator(), episodes=8, seed=3, progress=False,
+                       agent_cfg=AgentConfig(searches_per_update=2, evaluations=3, hidden=8, members=2))
+    assert all(torch.equal(v, again.net.state_dict()[k]) for k, v in ens.net.state_dict().items())
+    assert Agent.load(tmp_path / "e")[1]["member_seeds"] == [3, 4]

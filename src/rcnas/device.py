@@ -1,6 +1,9 @@
 """Device selection. Everything runs on CPU; `auto` takes CUDA when present."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from rcnas.errors import BadInput
@@ -25,3 +28,14 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise BadInput(f"device {name!r} asked for but CUDA is not available; use --device cpu")
     return dev
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` intra-op CPU threads, then restore the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -2,7 +2,9 @@
 
 Acting: the network scores every candidate left in the search; the policy is the softmax of
 score + trust(n) * spread(scores) * evidence, where the evidence is what the evaluations seen so far
-say about each candidate (`rcnas.agent.adapt`); the chosen candidate leaves the pool (sampling without replacement).
+say about each candidate (`rcnas.agent.adapt`); the chosen candidate (sampled, or the most probable
+when `greedy`) leaves the pool: never a repeat. The network is one `ScoreNet`, or an `Ensemble` of
+several meta-trained from different seeds (`members`).
 
 Learning (policy gradient throughout, as the paper):
 - meta-training (`meta_update`): an episode is a whole k-evaluation search; its return is the area
@@ -18,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from rcnas.agent.adapt import acquisition
-from rcnas.agent.policy import ScoreNet
+from rcnas.agent.policy import Ensemble, ScoreNet
 from rcnas.config import from_dict
 from rcnas.env.episode import SearchEpisode
 from rcnas.errors import BadInput
@@ -55,11 +57,15 @@ class AgentConfig:
     rank_loss: float = 0.0           # weight of the auxiliary pairwise ranking loss on what each search evaluated
     shift: float = 2.0               # meta-training on the tables: size of the random task shift (rcnas.agent.meta)
     shift_share: float = 0.5         # ... and the share of updates whose task setting is shifted
+    members: int = 1                 # meta-training draws (seeds seed..seed+members-1) acting as one (policy.Ensemble)
+    greedy: bool = False             # searching: take the highest-scored candidate left (meta-training always samples)
 
     def __post_init__(self) -> None:
         for name in ("hidden", "searches_per_update", "evaluations", "pool"):
             if not 1 <= getattr(self, name) <= 1_000_000:
                 raise BadInput(f"agent {name} must be in 1..1000000, got {getattr(self, name)}")
+        if not 1 <= self.members <= 64:
+            raise BadInput(f"agent members must be in 1..64, got {self.members}")
         if not 0 <= self.finetune_every <= 1_000_000:
             raise BadInput(f"agent finetune_every must be in 0..1000000, got {self.finetune_every}")
         for name in ("lr", "finetune_lr", "lengthscale", "noise"):
@@ -98,13 +104,29 @@ def ranking_loss(episode: SearchEpisode, scores: torch.Tensor) -> torch.Tensor:
 class Agent:
     def __init__(self, cfg: AgentConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg or AgentConfig()
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.net = ScoreNet(self.cfg.hidden)
+        self.net: ScoreNet | Ensemble = (self._score_net(seed) if self.cfg.members == 1 else
+                                         Ensemble([self._score_net(seed + i) for i in range(self.cfg.members)]))
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
         self.updates = 0
         self._cache: tuple[np.ndarray, int, torch.Tensor] | None = None  # (features, version, scores)
         self._version = 0
+
+    def _score_net(self, seed: int) -> ScoreNet:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return ScoreNet(self.cfg.hidden)
+
+    @classmethod
+    def ensemble(cls, members: list[Agent]) -> Agent:
+        """One agent acting with the score networks of `members` (single agents of one configuration,
+        each meta-trained from its own seed); its optimiser starts fresh."""
+        if len({a.cfg for a in members}) != 1 or members[0].cfg.members != 1:
+            raise BadInput("an ensemble is made of single agents (members: 1) with one configuration")
+        agent = cls(replace(members[0].cfg, members=len(members)))
+        for mine, theirs in zip(agent.net.members, members):
+            mine.load_state_dict(theirs.net.state_dict())
+        agent.updates = sum(a.updates for a in members)
+        return agent
 
     def copy(self) -> Agent:
         """An independent agent with these weights (fine-tuning one search leaves this one as it is)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from rcnas.agent.agent import Agent, AgentConfig
 from rcnas.agent.searcher import AgentSearcher
 from rcnas.config import to_dict
+from rcnas.device import torch_threads
 from rcnas.errors import BadInput
 from rcnas.env.features import kernel_features
 from rcnas.search.driver import SearchContext, run_search
@@ -82,15 +83,41 @@ def meta_train(buffers: Buffers, out: str | Path, evaluator: Evaluator, *, episo
                progress: bool = True) -> Agent:
     """Meta-train an agent into `out` (an episode = one whole search); returns it. Checkpoints every
     `checkpoint_every` updates (default: every update with a real evaluator, whose updates cost minutes;
-    every 25 on the tables, whose updates cost milliseconds)."""
-    from rcnas.data import dataset_info
-    out = Path(out)
-    if checkpoint_every is None:
-        checkpoint_every = 25 if evaluator.name == "table" else 1
+    every 25 on the tables, whose updates cost milliseconds).
+
+    An ensemble (`agent_cfg.members` > 1) is that many single agents, meta-trained one after the other
+    from seeds seed, seed+1, ... into `out/members/<i>` (each resumes on its own), then joined in `out`.
+    [choice] Meta-training runs on one CPU thread: it is chaotic in floating-point noise (another
+    reduction order ends as another agent), so a fixed thread count makes a seed give the same agent on
+    every machine; the networks are too small to gain from more."""
     cfg = agent_cfg or AgentConfig()
     check_seed(seed, "meta-train --seed")
+    check_seed(seed + cfg.members - 1, "meta-train --seed (+ members - 1)")
     if not 1 <= episodes <= 10**7:
         raise BadInput(f"meta-train needs 1 <= --episodes <= 10^7, got {episodes}")
+    out = Path(out)
+    with torch_threads(1):
+        if cfg.members == 1:
+            return _meta_train_one(buffers, out, evaluator, episodes, seed, cfg, store, reward, data_dir, settings,
+                                   checkpoint_every, progress)
+        single = replace(cfg, members=1)
+        store = store or (out / "store.sqlite" if evaluator.name != "table" else None)  # one store for all
+        members = [_meta_train_one(buffers, out / "members" / str(i), evaluator, episodes, seed + i, single, store,
+                                   reward, data_dir, settings, checkpoint_every, progress)
+                   for i in range(cfg.members)]
+    settings = (settings or {}) | {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator.proxy_key,
+                                   "reward": reward, "agent_config": to_dict(cfg)}
+    agent = Agent.ensemble(members)
+    agent.save(out, extra={"settings": settings, "member_seeds": [seed + i for i in range(cfg.members)]})
+    return agent
+
+
+def _meta_train_one(buffers: Buffers, out: Path, evaluator: Evaluator, episodes: int, seed: int, cfg: AgentConfig,
+                    store: str | Path | None, reward: str, data_dir: str | None, settings: dict | None,
+                    checkpoint_every: int | None, progress: bool) -> Agent:
+    from rcnas.data import dataset_info
+    if checkpoint_every is None:
+        checkpoint_every = 25 if evaluator.name == "table" else 1
     settings = (settings or {}) | {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator.proxy_key,
                                    "reward": reward, "agent_config": to_dict(cfg)}
     total = max(1, episodes // cfg.searches_per_update)
@@ -133,7 +160,7 @@ def meta_train(buffers: Buffers, out: str | Path, evaluator: Evaluator, *, episo
         rollouts, returns, best = [], [], []
         for _ in range(cfg.searches_per_update):
             ctx = context(rt, space, floor, shift)
-            searcher = AgentSearcher(ctx, seed=rng.randrange(2**31), agent=agent, learn=False)
+            searcher = AgentSearcher(ctx, seed=rng.randrange(2**31), agent=agent, learn=False, greedy=False)
             run_search(searcher, cfg.evaluations, progress=False)
             curve = searcher.episode.curve()
             rollouts.append((searcher.episode, searcher.steps))

@@ -1,7 +1,8 @@
 """The agent as a searcher (`--searcher rcnas`), behind the same ask/tell driver as every baseline.
 
-Each ask is one whole candidate, sampled from the agent's policy among the candidates left (never one
-already proposed); each tell feeds the result to the within-search evidence, and every
+Each ask is one whole candidate among those left (never one already proposed): sampled from the
+agent's policy, or its highest-scored one when the agent's config says `greedy` (the shipped agent's
+does; meta-training always samples); each tell feeds the result to the within-search evidence, and every
 `finetune_every` evaluations the agent (its own copy: the meta-trained one is left as it is) takes one
 policy-gradient step from a fresh optimiser: the paper's fine-tuning on a task setting it never saw.
 """
@@ -23,11 +24,12 @@ class AgentSearcher(Searcher):
     batch = 1  # each choice uses every result before it
 
     def __init__(self, ctx: SearchContext, seed: int = 0, agent: Agent | None = None, learn: bool = True,
-                 greedy: bool = False) -> None:
+                 greedy: bool | None = None) -> None:
         super().__init__(ctx, seed)
         agent = agent if agent is not None else Agent(seed=seed)
         self.agent = agent.copy() if learn else agent
-        self.learn, self.greedy = learn and self.agent.cfg.finetune_every > 0, greedy
+        self.learn = learn and self.agent.cfg.finetune_every > 0
+        self.greedy = self.agent.cfg.greedy if greedy is None else greedy
         states = candidate_states(ctx, seed, self.agent.cfg.pool)
         self.episode = SearchEpisode(ctx, states, evaluations=len(states))
         self.generator = torch.Generator().manual_seed(seed)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from rcnas.attacks import Attack, lipschitz_ratios, make_attack
 from rcnas.attacks.base import check_batch, frozen_eval
 from rcnas.attacks.lipschitz import mean_ratio
-from rcnas.device import resolve_device
+from rcnas.device import resolve_device, torch_threads
 from rcnas.errors import BadInput
 from rcnas.io import atomic_write, read_json, write_json
 
@@ -307,21 +307,16 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], device: str | 
     dev = resolve_device(device)
     x = torch.rand((batch_size, *shape), generator=torch.Generator().manual_seed(0)).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    before = torch.get_num_threads()
-    if threads is not None and dev.type == "cpu":
-        torch.set_num_threads(threads)
+    pinned = threads if threads is not None and dev.type == "cpu" else torch.get_num_threads()
     times = []
-    try:
-        with _on_device(model, dev), frozen_eval(model), torch.inference_mode():
-            for i in range(warmup + repeats):
-                sync()
-                t = time.perf_counter()
-                model(x)
-                sync()
-                if i >= warmup:
-                    times.append(time.perf_counter() - t)
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(pinned), _on_device(model, dev), frozen_eval(model), torch.inference_mode():
+        for i in range(warmup + repeats):
+            sync()
+            t = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
     return statistics.median(times) / batch_size
 
 
