@@ -157,3 +157,21 @@ def test_build_tables_resumes_extends_with_seeds_and_refuses_another_teacher(tmp
         table_builder.build_tables([spec], seeds=3, workers=1, out_dir=out, store=tmp_path / "c.sqlite",
                                    progress=False)
     assert load_table(out / f"{spec.name}.json.gz").data == tampered  # nothing written
+
+
+def test_criteria_also_test_over_task_settings_where_deterministic_searchers_have_no_seed_spread() -> None:
+    """Two deterministic searchers (the same curve for every seed) that each win on half of 4 task
+    settings, one by a hair on average: over seeds the interval has zero width and says "below"; over
+    the task settings it is a tie. A searcher better on every setting is below on both."""
+    from rcnas.bench.tabular import criteria
+    keys = [f"t{i}|pgd|0.5x|{view}" for i in range(4) for view in ("all", ">=80%")]
+    def const(values):  # a method whose regret on task i is values[i] for every seed and every k
+        return {key: {s: [values[int(key[1])]] * 10 for s in range(5)} for key in keys}
+    results = {"rcnas": const([0.1, 0.5, 0.1, 0.5]), "largest": const([0.5, 0.11, 0.5, 0.11]),
+               "uniform": const([0.7, 0.7, 0.7, 0.7])}
+    for m in ("tpe", "random", "evolution"):
+        results[m] = {key: {s: [0.5 + 0.01 * s] * 10 for s in range(5)} for key in keys}
+    row = criteria(results)[0]
+    assert "largest: yes" in row["below_with_95%"] and "uniform: yes" in row["below_with_95%"]
+    assert "largest: NO" in row["below_over_task_settings_95%"]
+    assert "uniform: yes" in row["below_over_task_settings_95%"]
