@@ -105,11 +105,17 @@ def meta_train(buffers: Buffers, out: str | Path, evaluator: Evaluator, *, episo
         members = [_meta_train_one(buffers, out / "members" / str(i), evaluator, episodes, seed + i, single, store,
                                    reward, data_dir, settings, checkpoint_every, progress)
                    for i in range(cfg.members)]
-    settings = (settings or {}) | {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator.proxy_key,
-                                   "reward": reward, "agent_config": to_dict(cfg)}
+    settings = _settings(buffers, evaluator, seed, cfg, reward, settings)
     agent = Agent.ensemble(members)
     agent.save(out, extra={"settings": settings, "member_seeds": [seed + i for i in range(cfg.members)]})
     return agent
+
+
+def _settings(buffers: Buffers, evaluator: Evaluator, seed: int, cfg: AgentConfig, reward: str,
+              extra: dict | None) -> dict:
+    """What an agent directory records it was meta-trained with (a rerun must match it to resume)."""
+    return (extra or {}) | {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator.proxy_key,
+                            "reward": reward, "agent_config": to_dict(cfg)}
 
 
 def _meta_train_one(buffers: Buffers, out: Path, evaluator: Evaluator, episodes: int, seed: int, cfg: AgentConfig,
@@ -118,8 +124,7 @@ def _meta_train_one(buffers: Buffers, out: Path, evaluator: Evaluator, episodes:
     from rcnas.data import dataset_info
     if checkpoint_every is None:
         checkpoint_every = 25 if evaluator.name == "table" else 1
-    settings = (settings or {}) | {"buffers": to_dict(buffers), "seed": seed, "evaluator": evaluator.proxy_key,
-                                   "reward": reward, "agent_config": to_dict(cfg)}
+    settings = _settings(buffers, evaluator, seed, cfg, reward, settings)
     total = max(1, episodes // cfg.searches_per_update)
     if (out / "agent.json").is_file():
         agent, meta = Agent.load(out)
